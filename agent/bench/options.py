@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """Everything ``agent bench`` was asked for, already validated for syntax."""
+
+    models: list[str] = field(default_factory=list)
+    formats: list[str] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=lambda: [1])
+    precision: str = "fp32"
+    engines_dir: Path = Path("engines")
+    warmup: int = 5
+    window_seconds: float = 1.0
+    iterations: int | None = None
+    stability_pct: float = 10.0
+    max_windows: int = 8
+    url: str = "127.0.0.1:8000"
+    protocol: str = "http"
+    concurrency: list[int] = field(default_factory=lambda: [1])

@@ -1,0 +1,68 @@
+"""``agent``: the inferfleet command line (Typer).
+
+Each command lives in ``agent/commands/<name>.py`` and imports its heavy
+dependencies (torch, onnxruntime, FastAPI...) only when it runs, so
+``agent --help`` stays instant on every node."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from agent import __version__
+from agent.commands import bench, build, collector, fleet, infra, models, repo, report, serve
+from agent.errors import AgentError
+from agent.ui import console_err
+
+app = typer.Typer(
+    name="agent",
+    help="inferfleet node agent: build verified inference engines, serve them with Triton, "
+    "benchmark them and report to the fleet collector.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+app.command("models")(models.models)
+app.command("build-engines")(build.build_engines)
+app.command("repo")(repo.repo)
+app.command("bench")(bench.bench)
+app.add_typer(serve.app, name="serve")
+app.add_typer(report.app, name="report")
+app.add_typer(collector.app, name="collector")
+app.add_typer(fleet.app, name="fleet")
+app.add_typer(infra.app, name="infra")
+
+
+@app.command("version")
+def version() -> None:
+    """Print the agent version."""
+    print(__version__)
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except AgentError as e:
+        console_err.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+        sys.exit(e.code)
+    except typer.Abort:
+        console_err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console_err.print("interrupted")
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""`agent collector` sub-commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="collector")

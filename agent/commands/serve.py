@@ -1,0 +1,5 @@
+"""`agent serve` sub-commands."""
+
+import typer
+
+app = typer.Typer(no_args_is_help=True, help="serve")
