@@ -41,6 +41,8 @@ class AgentConfig(BaseModel):
     collector_token_env: str = DEFAULT_TOKEN_ENV
     state_dir: Path = default_state_dir()
     triton_version: str | None = None
+    # written by the Ansible roles: the installed driver/CUDA/cuDNN/TensorRT/Triton versions
+    stack_file: Path = Path("/etc/inferfleet/stack.json")
 
     @property
     def spool_dir(self) -> Path:
@@ -57,6 +59,7 @@ _ENV = {
     "collector_token_env": "INFERFLEET_COLLECTOR_TOKEN_ENV",
     "state_dir": "INFERFLEET_STATE_DIR",
     "triton_version": "INFERFLEET_TRITON_VERSION",
+    "stack_file": "INFERFLEET_STACK_FILE",
 }
 
 

@@ -6,12 +6,14 @@ Cheap and import-light: versions come from package metadata, the GPU from
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import shutil
 import socket
 import subprocess
 from importlib import metadata
+from pathlib import Path
 
 import psutil
 
@@ -94,9 +96,26 @@ def tool_versions(probe_cuda: bool = True) -> ToolVersions:
     )
 
 
+STACK_KEYS = ("driver_version", "cuda_version", "cudnn_version", "tensorrt_version", "triton_version")
+
+
+def stack_versions(path: Path) -> dict[str, str]:
+    """Versions of the node stack as the Ansible roles installed them.
+
+    The roles write ``/etc/inferfleet/stack.json`` (keys: ``STACK_KEYS``); it is
+    the only source on CPU nodes, where CUDA libraries are installed but not
+    loaded, and it is what an upgrade by playbook rerun changes."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in data.items() if k in STACK_KEYS and v not in (None, "")}
+
+
 def node_facts(config: AgentConfig) -> NodeFacts:
     gpu = nvidia_smi()
     tools = tool_versions()
+    stack = stack_versions(config.stack_file)
     return NodeFacts(
         node_name=config.node_name,
         hostname=socket.gethostname(),
@@ -112,11 +131,11 @@ def node_facts(config: AgentConfig) -> NodeFacts:
         gpu_name=tools.gpu_name,
         gpu_count=int(gpu["count"]) if gpu else 0,
         gpu_compute_capability=tools.gpu_compute_capability,
-        driver_version=gpu["driver"] if gpu else None,
-        cuda_version=tools.cuda,
-        cudnn_version=tools.cudnn,
-        tensorrt_version=tools.tensorrt,
-        triton_version=config.triton_version,
+        driver_version=gpu["driver"] if gpu else stack.get("driver_version"),
+        cuda_version=tools.cuda or stack.get("cuda_version"),
+        cudnn_version=tools.cudnn or stack.get("cudnn_version"),
+        tensorrt_version=tools.tensorrt or stack.get("tensorrt_version"),
+        triton_version=config.triton_version or stack.get("triton_version"),
         torch_version=tools.torch,
         torchvision_version=tools.torchvision,
         onnxruntime_version=tools.onnxruntime,
