@@ -1,5 +1,34 @@
 """`agent report` sub-commands."""
 
+from __future__ import annotations
+
+from typing import Annotated
+
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="report")
+app = typer.Typer(no_args_is_help=True, help="Send this node's results to the fleet collector.")
+
+
+@app.command("push")
+def push(
+    collector: Annotated[str | None, typer.Option(help="Collector URL (default: agent config collector_url).")] = None,
+    token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token (default: INFERFLEET_COLLECTOR_TOKEN).")] = None,
+    retry_for: Annotated[float, typer.Option("--retry-for", help="Keep retrying (exponential backoff) for this many seconds.")] = 0.0,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 10.0,
+) -> None:
+    """Send every spooled result document; each leaves the spool only once the collector acknowledged it."""
+    from agent.config import load_config
+    from agent.push import push_spool, spooled
+    from agent.ui import console
+
+    config = load_config()
+    if timeout <= 0:
+        from agent.errors import AgentError
+
+        raise AgentError("--timeout must be > 0")
+    if not spooled(config.spool_dir):
+        console.print(f"nothing to push: the spool {config.spool_dir} is empty", highlight=False)
+        return
+    s = push_spool(config, collector_url=collector, token_env=token_env, retry_for=retry_for,
+                   timeout=timeout)
+    console.print(f"pushed {s.sent} new, {s.duplicates} already stored; spool empty", highlight=False)

@@ -1,0 +1,108 @@
+"""Database engines and schema migrations.
+
+SQLite (a file, WAL journal) by default; PostgreSQL for ``postgresql://``
+URLs (driven by psycopg 3). The schema is owned by the Alembic migrations
+shipped in ``agent/collector/migrations``; :func:`migrate` brings any
+database to the newest revision."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from agent.errors import AgentError
+
+HERE = Path(__file__).resolve().parent
+
+
+def default_db_url(state_dir: Path) -> str:
+    return f"sqlite:///{Path(state_dir) / 'collector.db'}"
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` and ``postgres://`` use psycopg 3 (the driver we ship)."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(normalize_url(url)).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparsable database URL>"
+
+
+def make_engine(url: str) -> Engine:
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise AgentError(f"invalid database URL {url!r}: use sqlite:///PATH or postgresql://...") from e
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            parent = Path(db).expanduser().resolve().parent
+            if not parent.is_dir():
+                raise AgentError(f"directory of the SQLite database {db} does not exist")
+        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # noqa: ANN001
+            cur = dbapi_conn.cursor()
+            if db and db != ":memory:":
+                cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        return engine
+    if backend == "postgresql":
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    raise AgentError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
+
+
+def alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(HERE / "migrations"))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest revision (idempotent)."""
+    from alembic import command
+
+    try:
+        command.upgrade(alembic_config(engine), "head")
+    except SQLAlchemyError as e:
+        raise AgentError(f"cannot migrate database {redact(str(engine.url))}: {e.__class__.__name__}: "
+                         f"{str(e).splitlines()[0]}") from e
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def require_schema(engine: Engine) -> None:
+    """Fail clearly when a database is not a collector database (for readers)."""
+    try:
+        names = set(inspect(engine).get_table_names())
+    except SQLAlchemyError as e:
+        raise AgentError(f"cannot open database {redact(str(engine.url))}: "
+                         f"{str(e).splitlines()[0]}") from e
+    if not {"nodes", "runs", "results"} <= names:
+        raise AgentError(f"database {redact(str(engine.url))} is not a collector database "
+                         "(no nodes/runs/results tables): start `agent collector serve --db` on it first")

@@ -1,0 +1,129 @@
+"""Store one result document exactly once.
+
+The document id is the runs table's primary key: a second delivery of the
+same document (a pusher that lost the acknowledgement, two pushers racing)
+finds it there, or hits the key in a concurrent transaction, and is reported
+as a duplicate without writing anything."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, case, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from agent.collector.tables import STACK_FIELDS, nodes, results, runs
+from agent.schema import NodeFacts, ResultDocument
+
+
+def to_utc_naive(t: datetime) -> datetime:
+    if t.tzinfo is None:
+        return t
+    return t.astimezone(UTC).replace(tzinfo=None)
+
+
+def stack_of(node: NodeFacts) -> str:
+    """The versions a playbook upgrade changes, as one comparable string."""
+    return " ".join(f"{label}={getattr(node, col) or '-'}" for label, col in STACK_FIELDS)
+
+
+def _upsert_node(conn, doc: ResultDocument, created: datetime) -> None:
+    n = doc.node
+    values = {
+        "name": n.node_name, "hostname": n.hostname, "cloud": n.cloud, "region": n.region,
+        "instance_type": n.instance_type, "price_per_hour": n.price_per_hour,
+        "gpu_name": n.gpu_name, "gpu_count": n.gpu_count, "first_seen": created,
+        "last_seen": created, "facts": n.model_dump_json(),
+    }
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    stmt = dialect_insert(nodes).values(**values)
+    newer = stmt.excluded.last_seen >= nodes.c.last_seen
+    update = {k: stmt.excluded[k] for k in values if k not in ("name", "first_seen", "last_seen")}
+
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[nodes.c.name],
+        set_={
+            **{k: case((newer, v), else_=nodes.c[k]) for k, v in update.items()},
+            "first_seen": func.min(nodes.c.first_seen, stmt.excluded.first_seen)
+            if conn.dialect.name == "sqlite" else func.least(nodes.c.first_seen, stmt.excluded.first_seen),
+            "last_seen": func.max(nodes.c.last_seen, stmt.excluded.last_seen)
+            if conn.dialect.name == "sqlite" else func.greatest(nodes.c.last_seen, stmt.excluded.last_seen),
+        },
+    )
+    conn.execute(stmt)
+
+
+def run_row(doc: ResultDocument, received: datetime) -> dict:
+    n = doc.node
+    row = {
+        "id": doc.id, "node_name": n.node_name, "created_at": to_utc_naive(doc.created_at),
+        "received_at": received, "target": doc.target, "hostname": n.hostname,
+        "instance_type": n.instance_type, "gpu_name": n.gpu_name, "price_per_hour": n.price_per_hour,
+        "stack": stack_of(n), "result_count": len(doc.results),
+        "document": doc.model_dump_json(),
+    }
+    for _label, col in STACK_FIELDS:
+        row[col] = getattr(n, col)
+    return row
+
+
+def result_rows(doc: ResultDocument) -> list[dict]:
+    created = to_utc_naive(doc.created_at)
+    return [
+        {
+            "run_id": doc.id, "node_name": doc.node.node_name, "created_at": created,
+            "model": r.model, "format": r.format, "precision": r.precision, "device": r.device,
+            "batch_size": r.batch_size, "concurrency": r.concurrency,
+            "throughput_ips": r.throughput_ips, "p50_ms": r.latency_ms.p50,
+            "p90_ms": r.latency_ms.p90, "p95_ms": r.latency_ms.p95, "p99_ms": r.latency_ms.p99,
+            "mean_ms": r.latency_ms.mean, "stable": r.stable,
+        }
+        for r in doc.results
+    ]
+
+
+def ingest(engine: Engine, doc: ResultDocument) -> bool:
+    """Store ``doc``; True when it was new, False when its id was already stored."""
+    received = to_utc_naive(datetime.now(UTC))
+    with engine.connect() as conn:
+        if conn.execute(select(runs.c.id).where(runs.c.id == doc.id)).first():
+            return False
+    try:
+        with engine.begin() as conn:
+            _upsert_node(conn, doc, to_utc_naive(doc.created_at))
+            conn.execute(insert(runs), [run_row(doc, received)])
+            rows = result_rows(doc)
+            if rows:
+                conn.execute(insert(results), rows)
+    except IntegrityError:
+        # a concurrent delivery of the same id won the race: nothing of ours was kept
+        with engine.connect() as conn:
+            if conn.execute(select(runs.c.id).where(runs.c.id == doc.id)).first():
+                return False
+        raise
+    return True
+
+
+def ingest_many(engine: Engine, docs) -> int:  # noqa: ANN001
+    """Bulk load (benchmarks, report from a collector): one transaction per batch."""
+    received = to_utc_naive(datetime.now(UTC))
+    count = 0
+    with engine.begin() as conn:
+        existing = set()
+        batch = list(docs)
+        ids = [d.id for d in batch]
+        for i in range(0, len(ids), 500):
+            existing |= {r[0] for r in conn.execute(select(runs.c.id).where(runs.c.id.in_(ids[i:i + 500])))}
+        fresh = [d for d in batch if d.id not in existing]
+        for d in sorted(fresh, key=lambda d: d.created_at):
+            _upsert_node(conn, d, to_utc_naive(d.created_at))
+        if fresh:
+            conn.execute(insert(runs), [run_row(d, received) for d in fresh])
+            rows = [r for d in fresh for r in result_rows(d)]
+            if rows:
+                conn.execute(insert(results), rows)
+        count = len(fresh)
+    return count

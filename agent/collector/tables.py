@@ -1,0 +1,94 @@
+"""The collector's tables. Times are stored as naive UTC datetimes so that
+SQLite and PostgreSQL compare them the same way.
+
+``results`` is denormalised (node, time) so that the fleet report can
+aggregate it without joins on the hot path."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+)
+
+metadata = MetaData()
+
+nodes = Table(
+    "nodes",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("hostname", String(255), nullable=False),
+    Column("cloud", String(64)),
+    Column("region", String(64)),
+    Column("instance_type", String(128)),
+    Column("price_per_hour", Float),
+    Column("gpu_name", String(128)),
+    Column("gpu_count", Integer, nullable=False, default=0),
+    Column("first_seen", DateTime, nullable=False),
+    Column("last_seen", DateTime, nullable=False),
+    Column("facts", Text, nullable=False),  # NodeFacts JSON of the newest run
+)
+
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("node_name", String(255), ForeignKey("nodes.name"), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("received_at", DateTime, nullable=False),
+    Column("target", String(16), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("instance_type", String(128)),
+    Column("gpu_name", String(128)),
+    Column("price_per_hour", Float),
+    Column("driver_version", String(64)),
+    Column("cuda_version", String(64)),
+    Column("cudnn_version", String(64)),
+    Column("tensorrt_version", String(64)),
+    Column("triton_version", String(64)),
+    Column("torch_version", String(64)),
+    Column("onnxruntime_version", String(64)),
+    Column("stack", String(512), nullable=False),  # "driver=535 cuda=12.2 ..." — the regression key
+    Column("result_count", Integer, nullable=False),
+    Column("document", Text, nullable=False),
+    Index("ix_runs_node_created", "node_name", "created_at"),
+    Index("ix_runs_created", "created_at"),
+)
+
+results = Table(
+    "results",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(64), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("node_name", String(255), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("format", String(16), nullable=False),
+    Column("precision", String(8), nullable=False),
+    Column("device", String(8), nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),
+    Column("throughput_ips", Float, nullable=False),
+    Column("p50_ms", Float, nullable=False),
+    Column("p90_ms", Float, nullable=False),
+    Column("p95_ms", Float, nullable=False),
+    Column("p99_ms", Float, nullable=False),
+    Column("mean_ms", Float, nullable=False),
+    Column("stable", Boolean, nullable=False),
+    Index("ix_results_run", "run_id"),
+    Index("ix_results_model_format", "model", "format"),
+    Index("ix_results_created", "created_at"),
+    Index(
+        "ix_results_config",
+        "node_name", "model", "format", "precision", "batch_size", "concurrency", "created_at",
+    ),
+)
+
+STACK_FIELDS = (
+    ("driver", "driver_version"),
+    ("cuda", "cuda_version"),
+    ("cudnn", "cudnn_version"),
+    ("tensorrt", "tensorrt_version"),
+    ("triton", "triton_version"),
+    ("torch", "torch_version"),
+    ("onnxruntime", "onnxruntime_version"),
+)

@@ -1,0 +1,189 @@
+"""The collector for real (uvicorn subprocess) against SQLite and PostgreSQL:
+auth, validation, idempotent ingest, queries, OpenAPI, migrations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collector_support import *  # noqa: E402,F403  (fixtures)
+from collector_support import TOKEN, Collector, run_agent  # noqa: E402
+
+from agent.fleet.synthetic import make_document, make_node  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def doc_json(i: int = 1, **kw) -> str:
+    return make_document(make_node(i), models=("resnet18", "squeezenet1_1"), **kw).model_dump_json()
+
+
+def run_count(c: Collector) -> int:
+    return len(c.get("/v1/runs", limit=1000).json())
+
+
+def test_auth_required_for_writes_and_token_never_logged(collector):
+    body = doc_json()
+    r = collector.post(body, token=None)
+    assert r.status_code == 401 and r.json()["detail"] == "missing bearer token"
+    assert r.headers["www-authenticate"] == "Bearer"
+    r = collector.post(body, token="wrong-" + TOKEN)
+    assert r.status_code == 401 and r.json()["detail"] == "invalid bearer token"
+    r = collector.post(body, token=None, Authorization=f"Basic {TOKEN}")
+    assert r.status_code == 401
+    assert run_count(collector) == 0
+    r = collector.post(body)
+    assert r.status_code == 201 and r.json()["status"] == "created"
+    assert run_count(collector) == 1
+    assert TOKEN not in collector.log.read_text()
+
+
+@pytest.mark.parametrize("body, status, message", [
+    (b"{not json", 400, "malformed JSON"),
+    (b"\xff\xfe", 400, "malformed JSON"),
+    (b"[1, 2]", 422, "must be a JSON object"),
+    (json.dumps({"target": "triton"}).encode(), 422, "missing schema_version"),
+])
+def test_malformed_bodies_are_refused(collector, body, status, message):
+    r = collector.post(body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+    assert run_count(collector) == 0
+
+
+def test_schema_version_unknown_fields_and_invalid_values(collector):
+    good = json.loads(doc_json())
+    cases = [
+        ({**good, "schema_version": "2.0"}, "unsupported schema_version '2.0': this collector accepts 1.0"),
+        ({**good, "surprise": 1}, "unknown field 'surprise'"),
+        ({**good, "results": [{**good["results"][0], "bogus": True}]}, "unknown field 'results.0.bogus'"),
+        ({**good, "node": {**good["node"], "price_per_hour": "cheap"}}, "node.price_per_hour"),
+        ({k: v for k, v in good.items() if k != "node"}, "invalid result document: node: Field required"),
+    ]
+    for body, message in cases:
+        r = collector.post(json.dumps(body))
+        assert r.status_code == 422, r.text
+        assert message in r.json()["detail"], r.json()
+    assert run_count(collector) == 0
+    assert collector.get("/v1/nodes").json() == []
+
+
+def test_oversized_bodies_are_refused(tmp_path):
+    c = Collector(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "c.log", max_body=20_000).start()
+    try:
+        big = make_document(make_node(1), models=("resnet18", "resnet50", "vgg16"),
+                            batch_sizes=(1, 8, 32)).model_dump_json()
+        assert len(big) > 20_000
+        r = c.post(big)
+        assert r.status_code == 413 and "exceeds the limit of 20000 bytes" in r.json()["detail"]
+
+        def chunks():  # no Content-Length: the limit holds for streamed bodies too
+            for i in range(0, len(big), 4096):
+                yield big[i:i + 4096].encode()
+
+        import httpx
+
+        r = httpx.post(c.url + "/v1/results", content=chunks(), timeout=30,
+                       headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+        assert r.status_code == 413
+        assert c.get("/v1/runs").json() == []
+        assert c.post(doc_json()).status_code == 201  # small ones still pass
+    finally:
+        c.stop()
+
+
+def test_ingest_is_idempotent_and_queries_filter(collector):
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    a = make_document(make_node(1), models=("resnet18",), formats=("eager", "onnx"), created_at=t0)
+    b = make_document(make_node(1), models=("squeezenet1_1",), formats=("eager", "tensorrt"),
+                      created_at=t0 + timedelta(hours=1), seed=1)
+    c = make_document(make_node(2), models=("resnet18",), formats=("eager", "tensorrt"),
+                      created_at=t0 + timedelta(hours=2))
+    for d in (a, b, c):
+        assert collector.post(d.model_dump_json()).status_code == 201
+    r = collector.post(a.model_dump_json())
+    assert r.status_code == 200 and r.json() == {"id": a.id, "status": "duplicate"}
+
+    runs = collector.get("/v1/runs").json()
+    assert [x["id"] for x in runs] == [c.id, b.id, a.id]  # newest first, each once
+    assert runs[0]["stack"].startswith("driver=535.183.01 cuda=12.2")
+    assert runs[0]["result_count"] == len(c.results) and "document" not in runs[0]
+    ids = lambda **q: {x["id"] for x in collector.get("/v1/runs", **q).json()}  # noqa: E731
+    assert ids(node="node-0001") == {a.id, b.id}
+    assert ids(model="resnet18") == {a.id, c.id}
+    assert ids(backend="tensorrt") == {b.id, c.id}
+    assert ids(model="resnet18", backend="onnx") == {a.id}
+    assert ids(since=(t0 + timedelta(minutes=30)).isoformat()) == {b.id, c.id}
+    assert ids(until=(t0 + timedelta(minutes=30)).isoformat()) == {a.id}
+    assert ids(node="nope") == set()
+    assert collector.get("/v1/runs", limit=0).status_code == 422
+    full = collector.get("/v1/runs", node="node-0002", full="true").json()
+    assert full[0]["document"]["id"] == c.id
+
+    one = collector.get(f"/v1/runs/{b.id}")
+    assert one.status_code == 200
+    assert one.json() == json.loads(b.model_dump_json())
+    missing = collector.get("/v1/runs/does-not-exist")
+    assert missing.status_code == 404 and "no run with id" in missing.json()["detail"]
+
+    nodes = collector.get("/v1/nodes").json()
+    assert [n["name"] for n in nodes] == ["node-0001", "node-0002"]
+    assert nodes[0]["runs"] == 2 and nodes[0]["gpu_name"] == make_node(1).gpu_name
+    assert nodes[0]["price_per_hour"] == make_node(1).price_per_hour
+    assert nodes[0]["facts"]["tensorrt_version"] == "8.6.1"
+
+
+def test_openapi_schema_describes_the_api(collector):
+    spec = collector.get("/openapi.json").json()
+    assert {"/v1/results", "/v1/nodes", "/v1/runs", "/v1/runs/{run_id}", "/healthz"} <= set(spec["paths"])
+    post = spec["paths"]["/v1/results"]["post"]
+    assert post["security"] == [{"bearer": []}]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ResultDocument"
+    assert "NodeFacts" in spec["components"]["schemas"]
+    params = {p["name"] for p in spec["paths"]["/v1/runs"]["get"]["parameters"]}
+    assert {"node", "model", "backend", "since", "until"} <= params
+
+
+def test_serve_refuses_without_token_and_binds_loopback(tmp_path):
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("INFERFLEET_")}
+    r = run_agent("collector", "serve", "--db", f"sqlite:///{tmp_path / 'x.db'}", "--token-env",
+                  "INFERFLEET_NO_SUCH_TOKEN", env=env, timeout=60)
+    assert r.returncode != 0
+    assert "error: no collector write token: set the environment variable INFERFLEET_NO_SUCH_TOKEN" in r.stderr
+    assert not (tmp_path / "x.db").exists()
+    c = Collector(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "c.log").start()
+    try:
+        assert "listening on http://127.0.0.1:" in c.log.read_text()
+    finally:
+        c.stop()
+
+
+def test_bad_database_urls_are_one_line_errors(tmp_path):
+    from collector_support import TOKEN_ENV, agent_env
+
+    for url, message in [("mysql://x/y", "unsupported database 'mysql'"),
+                         (f"sqlite:///{tmp_path}/missing/dir/c.db", "does not exist")]:
+        r = run_agent("collector", "serve", "--db", url, "--token-env", TOKEN_ENV, env=agent_env(), timeout=60)
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_migrations_create_schema_and_sqlite_uses_wal(db_url):
+    from sqlalchemy import inspect, text
+
+    from agent.collector.db import current_revision, make_engine, migrate
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    migrate(engine)  # idempotent
+    assert current_revision(engine) == "0001"
+    assert {"nodes", "runs", "results", "alembic_version"} <= set(inspect(engine).get_table_names())
+    if db_url.startswith("sqlite"):
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+    engine.dispose()
