@@ -1,8 +1,44 @@
-"""``agent build-engines`` — owned by the agent-core work (issue 2)."""
+"""``agent build-engines``: export, verify and record engines (see agent/build.py)."""
 
-from agent.errors import AgentError
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from agent.ui import parse_csv
 
 
-def build_engines() -> None:
-    """Export, verify and record engines."""
-    raise AgentError("not implemented yet")
+def build_engines(
+    models: Annotated[str, typer.Option(help="Comma-separated model names (see `agent models`).")] = "",
+    all_models: Annotated[bool, typer.Option("--all", help="Build every model of the registry.")] = False,
+    formats: Annotated[str, typer.Option(help="torchscript,onnx,tensorrt (default: torchscript,onnx; tensorrt only where it imports).")] = "torchscript,onnx",
+    precision: Annotated[str, typer.Option(help="fp32,fp16 (fp16: GPU nodes).")] = "fp32",
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch the engines accept (dynamic batch axis 1..N).")] = 8,
+    out: Annotated[Path, typer.Option(help="Build directory (manifest.json + one directory per engine).")] = Path("engines"),
+    pretrained: Annotated[bool, typer.Option(help="Load torchvision's ImageNet weights (needs download access); default: seeded random weights.")] = False,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    onnx_exporter: Annotated[str, typer.Option("--onnx-exporter", help="legacy (fast, default) or dynamo.")] = "legacy",
+    workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="TensorRT workspace limit (MiB).")] = 2048,
+    timeout: Annotated[float | None, typer.Option(help="Kill a model's build worker after this many seconds.")] = None,
+) -> None:
+    """Export, verify against eager PyTorch, and record engines (incremental, crash-safe)."""
+    from agent import registry
+    from agent.build import BuildOptions, failures_error, print_summary, run_build
+    from agent.errors import AgentError
+
+    if all_models and parse_csv(models):
+        raise AgentError("use either --models or --all, not both")
+    names = registry.resolve(parse_csv(models), all_models)
+    if timeout is not None and timeout <= 0:
+        raise AgentError("--timeout must be > 0")
+    opts = BuildOptions(models=names, out=out, formats=parse_csv(formats) or ["torchscript", "onnx"],
+                        precisions=parse_csv(precision) or ["fp32"], max_batch=max_batch,
+                        pretrained=pretrained, opset=opset, onnx_exporter=onnx_exporter,
+                        workspace_mb=workspace_mb, timeout_s=timeout)
+    outcomes = run_build(opts)
+    print_summary(outcomes)
+    err = failures_error(outcomes)
+    if err:
+        raise err

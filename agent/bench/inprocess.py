@@ -1,0 +1,213 @@
+"""In-process benchmark: every engine run by its own runtime inside this process.
+
+Eager PyTorch is the baseline; TorchScript, ONNX Runtime and TensorRT engines
+come from the build directory's manifest and are loaded with
+:mod:`agent.runtimes` (hash-checked). Each (model, format, batch) is measured
+in windows repeated until stable (:mod:`agent.bench.measure`). On a GPU the
+input is placed on the device once and every request is CUDA-synchronised.
+
+Memory: ``peak_host_mem_mb`` is the peak resident set size (RSS) of this
+process, sampled with psutil every 5 ms from loading the engine to the end of
+its last batch size; it therefore includes the interpreter and libraries
+already loaded (compare formats with each other, not with zero).
+``peak_gpu_mem_mb`` is ``torch.cuda.max_memory_allocated`` (PyTorch's
+allocator: eager, TorchScript and the TensorRT I/O buffers; TensorRT and ONNX
+Runtime internal allocations are not in it)."""
+
+from __future__ import annotations
+
+import gc
+import threading
+import time
+
+import psutil
+
+from agent import registry
+from agent.bench.measure import Window, measure_until_stable
+from agent.bench.options import BenchOptions
+from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.manifest import engine_name, load_manifest
+from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocument
+
+INPROCESS_FORMATS: tuple[str, ...] = ("eager", "torchscript", "onnx", "tensorrt")
+
+
+class PeakRSS:
+    """Sample this process's RSS in a thread; ``peak_mb`` after ``stop()``."""
+
+    def __init__(self, interval_s: float = 0.005) -> None:
+        self.proc = psutil.Process()
+        self.interval = interval_s
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    @property
+    def peak_mb(self) -> float:
+        return self.peak / 2**20
+
+
+def _plan(opts: BenchOptions) -> list[tuple[str, list[tuple[str, EngineRecord | None]]]]:
+    """[(model, [(format, record or None for eager)])], every check done before any run."""
+    from agent.build import validate_choices
+    from agent.runtimes import check_files
+
+    formats = validate_choices(opts.formats, INPROCESS_FORMATS, "format") if opts.formats else []
+    if opts.precision not in ("fp32", "fp16"):
+        raise AgentError(f"unknown precision {opts.precision!r}: use fp32 or fp16")
+    if "tensorrt" in formats:
+        from agent.exporters import tensorrt_status
+
+        ok, why = tensorrt_status()
+        if not ok:
+            raise AgentError(f"--formats tensorrt: {why}")
+    only_eager = bool(formats) and set(formats) == {"eager"}
+    manifest = load_manifest(opts.engines_dir, missing_ok=only_eager)
+    for m in opts.models:
+        registry.get(m)
+    models = list(dict.fromkeys(opts.models)) or list(dict.fromkeys(
+        r.model for r in manifest.engines.values()))
+    if not models:
+        raise AgentError(f"no engines in {opts.engines_dir}: build some with `agent build-engines` "
+                         "or name --models")
+    explicit = bool(formats)
+    plan = []
+    for m in models:
+        fmts = formats or ["eager"] + [
+            f for f in INPROCESS_FORMATS[1:]
+            if engine_name(m, f, opts.precision) in manifest.engines]
+        items: list[tuple[str, EngineRecord | None]] = []
+        for f in fmts:
+            if f == "eager":
+                items.append((f, None))
+                continue
+            name = engine_name(m, f, opts.precision)
+            rec = manifest.engines.get(name)
+            if rec is None:
+                raise AgentError(f"no {name} engine in {opts.engines_dir}: build it with "
+                                 f"`agent build-engines --models {m} --formats {f} --out {opts.engines_dir}`")
+            if not rec.ok:
+                if not explicit:
+                    continue
+                why = rec.verification.message if rec.verification else "not verified"
+                raise AgentError(f"engine {name} failed verification ({why}); it is not benchmarked")
+            too_big = [b for b in opts.batch_sizes if b > rec.max_batch]
+            if too_big:
+                raise AgentError(f"batch size {max(too_big)} is above {name}'s max batch {rec.max_batch}; "
+                                 f"rebuild with --max-batch {max(too_big)}")
+            problem = check_files(rec, opts.engines_dir)
+            if problem:
+                raise AgentError(f"engine {name} in {opts.engines_dir}: {problem}; "
+                                 "rerun `agent build-engines` to rebuild it")
+            items.append((f, rec))
+        plan.append((m, items))
+    return plan
+
+
+def _measure(runner, batch: int, opts: BenchOptions):
+    from agent.verify import random_batch
+
+    prepared = runner.prepare(random_batch(batch, runner.input_shape))
+    for _ in range(opts.warmup):
+        runner.infer(prepared)
+    clock = time.perf_counter
+
+    def window() -> Window:
+        lat: list[float] = []
+        start = clock()
+        if opts.iterations:
+            for _ in range(opts.iterations):
+                t = clock()
+                runner.infer(prepared)
+                lat.append(clock() - t)
+        else:
+            while clock() - start < opts.window_seconds:
+                t = clock()
+                runner.infer(prepared)
+                lat.append(clock() - t)
+        return Window(lat, clock() - start)
+
+    return measure_until_stable(window, batch, opts.stability_pct, opts.max_windows)
+
+
+def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
+    from agent.facts import node_facts
+    from agent.runtimes import default_device, eager_runner, load_runner
+    from agent.ui import progress
+
+    plan = _plan(opts)
+    device = default_device()
+    if opts.precision == "fp16" and device != "cuda":
+        raise AgentError("--precision fp16 needs a CUDA GPU and this node has none")
+    import torch
+
+    on_gpu = device == "cuda"
+    results: list[BenchResult] = []
+    total = sum(len(items) for _, items in plan) * len(opts.batch_sizes)
+    with progress() as p:
+        task = p.add_task("benchmarking", total=total)
+        for model, items in plan:
+            for fmt, rec in items:
+                p.update(task, description=f"{model} {fmt}: loading")
+                if on_gpu:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats()
+                with PeakRSS() as mem:
+                    if rec is None:
+                        runner = eager_runner(model, precision=opts.precision, device=device)
+                    else:
+                        runner = load_runner(rec, opts.engines_dir, device=device, check_hashes=False)
+                    measured = []
+                    for b in opts.batch_sizes:
+                        runner.check_batch(b)
+                        p.update(task, description=f"{model} {fmt} batch {b}")
+                        measured.append((b, _measure(runner, b, opts)))
+                        p.advance(task)
+                gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None
+                for b, m in measured:
+                    results.append(BenchResult(
+                        model=model, format=fmt, precision=opts.precision, device=runner.device,
+                        batch_size=b, latency_ms=m.latency_ms, throughput_ips=m.throughput_ips,
+                        requests=m.requests, windows=m.windows, stable=m.stable,
+                        peak_host_mem_mb=round(mem.peak_mb, 1),
+                        peak_gpu_mem_mb=round(gpu_mb, 1) if gpu_mb is not None else None,
+                    ))
+                del runner
+                gc.collect()
+        p.update(task, description="done")
+    add_speedups(results)
+    return ResultDocument(
+        target="inprocess",
+        node=node_facts(config),
+        settings=BenchSettings(
+            warmup=opts.warmup,
+            window_seconds=None if opts.iterations else opts.window_seconds,
+            iterations=opts.iterations, stability_pct=opts.stability_pct,
+            max_windows=opts.max_windows,
+        ),
+        results=results,
+    )
+
+
+def add_speedups(results: list[BenchResult]) -> None:
+    """speedup_vs_eager = throughput / eager throughput at the same model, batch, precision."""
+    base = {(r.model, r.batch_size, r.precision, r.concurrency): r.throughput_ips
+            for r in results if r.format == "eager"}
+    for r in results:
+        ref = base.get((r.model, r.batch_size, r.precision, r.concurrency))
+        if ref:
+            r.speedup_vs_eager = round(r.throughput_ips / ref, 3)

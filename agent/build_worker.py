@@ -1,0 +1,115 @@
+"""One model's engines, built in a subprocess of ``agent build-engines``.
+
+Reads a JSON job from stdin, writes one line per event to stdout:
+``@@start <name>`` and ``@@done <json>`` (``{"name", "record", "error"}``).
+Each engine is exported into a temporary directory, verified there against
+eager PyTorch, and only then renamed into place, so a crash or a kill at any
+moment leaves no directory that looks like a finished engine; the parent
+writes the manifest record after the rename."""
+
+from __future__ import annotations
+
+import copy
+import faulthandler
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+STDOUT = sys.stdout
+
+
+def emit(kind: str, payload: str) -> None:
+    STDOUT.write(f"@@{kind} {payload}\n")
+    STDOUT.flush()
+
+
+def build_one(model, spec, job: dict, out: Path, opts, tools) -> dict:
+    import torch
+
+    from agent.exporters import EXPORTER_VERSIONS, export  # noqa: F401
+    from agent.fsutil import atomic_path, sha256_file
+    from agent.manifest import engine_subdir
+    from agent.runtimes import TorchRunner, load_runner
+    from agent.schema import EngineRecord
+    from agent.verify import verify
+
+    fmt, precision = job["format"], job["precision"]
+    sub = engine_subdir(spec.name, fmt, precision)
+    t0 = time.perf_counter()
+    with atomic_path(out / sub) as tmp:
+        tmp.mkdir()
+        exported = export(fmt, copy.deepcopy(model), spec, tmp, opts)
+        build_s = time.perf_counter() - t0
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+
+        def record_for(prefix: Path) -> EngineRecord:
+            return EngineRecord(
+                model=spec.name, format=fmt, precision=precision, device=exported.device,
+                max_batch=opts.max_batch,
+                files={str(prefix / p.relative_to(tmp)): sha256_file(p) for p in files},
+                size_bytes=sum(p.stat().st_size for p in files),
+                inputs=exported.inputs, outputs=exported.outputs, opset=exported.opset,
+                build_seconds=round(build_s, 3), build_key=job["key"], tools=tools,
+            )
+
+        # verify the temporary copy (paths relative to its parent), before it is renamed
+        runner = load_runner(record_for(Path(tmp.name)), tmp.parent, device=exported.device,
+                             check_hashes=False)
+        ref_module = copy.deepcopy(model).float().to(exported.device).eval()
+        eager = TorchRunner(ref_module, f"{spec.name}_eager", None, spec.input_shape,
+                            exported.device)
+        verification = verify(runner, eager, [1, opts.max_batch], precision)
+        del runner, eager, ref_module
+        if exported.device == "cuda":
+            torch.cuda.empty_cache()
+        record = record_for(sub)
+        record.verification = verification
+    return json.loads(record.model_dump_json())
+
+
+def main() -> int:
+    faulthandler.enable()
+    warnings.simplefilter("ignore")
+    job = json.loads(sys.stdin.read())
+    # anything a library prints goes to stderr (the worker log), not into the event stream
+    sys.stdout = sys.stderr
+
+    from agent import registry
+    from agent.errors import AgentError
+    from agent.exporters import ExportError, ExportOptions
+    from agent.schema import ToolVersions
+
+    out = Path(job["out"])
+    spec = registry.get(job["model"])
+    o = job["options"]
+    opts = ExportOptions(max_batch=o["max_batch"], opset=o["opset"],
+                         onnx_exporter=o["onnx_exporter"], workspace_mb=o["workspace_mb"],
+                         timing_cache=Path(o["timing_cache"]) if o.get("timing_cache") else None)
+    tools = ToolVersions(**job["tools"])
+    try:
+        model = registry.build(spec.name, pretrained=job["pretrained"])
+    except AgentError as e:
+        for j in job["jobs"]:
+            emit("done", json.dumps({"name": j["name"], "record": None, "error": str(e)}))
+        return 1
+    failed = 0
+    for j in job["jobs"]:
+        emit("start", j["name"])
+        eopts = ExportOptions(**{**opts.__dict__, "precision": j["precision"]})
+        try:
+            record = build_one(model, spec, j, out, eopts, tools)
+            emit("done", json.dumps({"name": j["name"], "record": record, "error": None}))
+        except (ExportError, AgentError) as e:
+            failed += 1
+            emit("done", json.dumps({"name": j["name"], "record": None, "error": str(e)}))
+        except Exception as e:  # an exporter bug must not hide the other engines
+            failed += 1
+            msg = " ".join(f"{type(e).__name__}: {e}".split())[:400]
+            emit("done", json.dumps({"name": j["name"], "record": None, "error": msg}))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

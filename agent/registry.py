@@ -1,0 +1,172 @@
+"""The model registry: the seed's 31 torchvision image classifiers.
+
+Facts (parameters, GFLOPs, weight file size) come from torchvision's weight
+metadata, which ships with the package (no download). Models are built with
+*random* weights by default, seeded per model so that every build of the same
+model (the exporter, the verifier, the benchmark's eager baseline, the Triton
+correctness check) has identical weights. ``pretrained=True`` loads
+torchvision's ImageNet weights and fails with a clear message when the node
+cannot download them."""
+
+from __future__ import annotations
+
+import difflib
+import zlib
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
+
+from agent.errors import AgentError
+
+if TYPE_CHECKING:
+    import torch
+
+SEED_MODELS: tuple[str, ...] = (
+    "alexnet",
+    "densenet121", "densenet161", "densenet169", "densenet201",
+    "mnasnet0_5", "mnasnet1_0",
+    "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
+    "resnext50_32x4d", "resnext101_32x8d",
+    "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "squeezenet1_0", "squeezenet1_1",
+    "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
+    "wide_resnet50_2", "wide_resnet101_2",
+)
+
+NUM_CLASSES = 1000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    name: str
+    family: str
+    input_shape: tuple[int, int, int]  # C, H, W
+    num_classes: int
+    params: int | None  # parameter count
+    gflops: float | None  # per 224x224 image, as torchvision reports it
+    weights_mb: float | None  # size of the pretrained weight file
+    weights: str  # torchvision's default weights enum, e.g. ResNet18_Weights.IMAGENET1K_V1
+
+    @property
+    def seed(self) -> int:
+        """Seed for the random weights: stable across processes and versions."""
+        return zlib.crc32(self.name.encode())
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["input_shape"] = list(self.input_shape)
+        return d
+
+
+def _family(name: str) -> str:
+    for prefix in ("wide_resnet", "resnext", "resnet", "densenet", "mnasnet", "mobilenet",
+                   "shufflenet", "squeezenet", "vgg", "alexnet"):
+        if name.startswith(prefix):
+            return prefix
+    return name
+
+
+def _spec(name: str) -> ModelSpec:
+    from torchvision.models import get_model_weights
+
+    w = get_model_weights(name).DEFAULT
+    meta = w.meta
+    crop = getattr(w.transforms(), "crop_size", [224])[0]
+    return ModelSpec(
+        name=name,
+        family=_family(name),
+        input_shape=(3, int(crop), int(crop)),
+        num_classes=len(meta.get("categories") or []) or NUM_CLASSES,
+        params=meta.get("num_params"),
+        gflops=meta.get("_ops"),
+        weights_mb=meta.get("_file_size"),
+        weights=str(w),
+    )
+
+
+class _Registry(dict):
+    """``MODELS``: name -> ModelSpec, filled on first use (importing torchvision is slow)."""
+
+    def _fill(self) -> None:
+        if not dict.__len__(self):
+            for n in SEED_MODELS:
+                dict.__setitem__(self, n, _spec(n))
+
+    def __getitem__(self, k):
+        self._fill()
+        return dict.__getitem__(self, k)
+
+    def __iter__(self):
+        self._fill()
+        return dict.__iter__(self)
+
+    def __len__(self):
+        self._fill()
+        return dict.__len__(self)
+
+    def __contains__(self, k):
+        return k in SEED_MODELS
+
+    def keys(self):
+        self._fill()
+        return dict.keys(self)
+
+    def values(self):
+        self._fill()
+        return dict.values(self)
+
+    def items(self):
+        self._fill()
+        return dict.items(self)
+
+    def get(self, k, default=None):  # noqa: D102 - dict protocol
+        return self[k] if k in SEED_MODELS else default
+
+
+MODELS: dict[str, ModelSpec] = _Registry()
+
+
+def suggest(name: str, choices: list[str] | tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.5)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def get(name: str) -> ModelSpec:
+    if name not in SEED_MODELS:
+        raise AgentError(f"unknown model {name!r}{suggest(name, SEED_MODELS)}; "
+                         "`agent models` lists them")
+    return MODELS[name]
+
+
+def resolve(names: list[str], all_models: bool = False) -> list[str]:
+    """Validate a --models list (every name, before any work starts)."""
+    if all_models:
+        return list(SEED_MODELS)
+    if not names:
+        raise AgentError("name the models with --models a,b or use --all")
+    for n in names:
+        get(n)
+    return list(dict.fromkeys(names))
+
+
+def build(name: str, pretrained: bool = False) -> torch.nn.Module:
+    """The model in eval mode: seeded random weights, or torchvision's pretrained ones."""
+    import torch
+    from torchvision.models import get_model, get_model_weights
+
+    spec = get(name)
+    if pretrained:
+        weights = get_model_weights(name).DEFAULT
+        try:
+            model = get_model(name, weights=weights)
+        except Exception as e:  # URLError, HTTPError, hash mismatch, ...
+            reason = " ".join(str(e).split())[:200]
+            raise AgentError(
+                f"cannot load pretrained weights for {name} ({weights}): {reason}; "
+                "this node cannot download them — drop --pretrained to use random weights"
+            ) from e
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            model = get_model(name, weights=None)
+    return model.eval()
