@@ -70,14 +70,9 @@ class RepoReport:
 
 
 def load_manifest(engines_dir: Path) -> Manifest:
-    path = Path(engines_dir) / "manifest.json"
-    if not path.is_file():
-        raise AgentError(f"no manifest.json in {engines_dir} (build engines first: agent build-engines --out DIR)")
-    try:
-        return Manifest.model_validate_json(path.read_text())
-    except ValueError as e:
-        first = str(e).splitlines()[0:3]
-        raise AgentError(f"{path} is not a valid engine manifest: {' '.join(first)}") from e
+    from agent.manifest import load_manifest as load
+
+    return load(engines_dir, missing_ok=False)
 
 
 def repo_models(repo: Path) -> list[str]:

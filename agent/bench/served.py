@@ -1,0 +1,329 @@
+"""Benchmark through Triton: the served engines, driven with tritonclient.
+
+For each served model (an engine of the manifest that the server has READY),
+batch size and concurrency, ``concurrency`` worker threads — each with its own
+client, HTTP or gRPC — keep exactly that many requests in flight, as
+perf_analyzer's concurrency mode does (tritonclient releases the GIL while it
+waits on the network, so the client is not the bottleneck). Latencies of the
+requests that complete inside a window feed the stable-window logic of
+:mod:`agent.bench.measure`. Triton's statistics API, read before and after the
+measurement, gives the server-side breakdown per request (queue, compute
+input/infer/output) into ``BenchResult.server``.
+
+Before measuring, one served request per model is checked against the engine
+run in-process (``agent.runtimes``) with :func:`agent.verify.verify` and the
+engine's own tolerances: a served model that answers differently fails the
+benchmark, by name."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.bench.measure import Window, measure_until_stable
+from agent.bench.options import BenchOptions
+from agent.config import AgentConfig
+from agent.errors import AgentError
+from agent.runtimes import Runner
+from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocument, ServerBreakdown
+
+NP_TO_TRITON = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
+
+
+def _module(protocol: str):
+    if protocol == "grpc":
+        import tritonclient.grpc as mod
+    else:
+        import tritonclient.http as mod
+    return mod
+
+
+def _client(url: str, protocol: str):
+    url = url.split("://", 1)[-1].rstrip("/")
+    try:
+        return _module(protocol).InferenceServerClient(url=url)
+    except Exception as e:
+        raise AgentError(f"cannot create a Triton {protocol} client for {url}: {e}") from e
+
+
+def _call(what: str, fn, *args, **kw):
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        return fn(*args, **kw)
+    except InferenceServerException as e:
+        raise AgentError(f"Triton: {what}: {' '.join(str(e.message() or e).split())}") from e
+    except Exception as e:  # connection refused, timeouts
+        raise AgentError(f"Triton: {what}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
+
+
+@dataclass
+class Served:
+    """One served model: its engine record and Triton's config of it."""
+
+    record: EngineRecord
+    input_name: str
+    output_name: str
+    datatype: str
+    device: str  # cpu | cuda (from the instance group kind)
+    max_batch: int
+
+
+class Request:
+    """A prepared inference request for one client."""
+
+    def __init__(self, client, protocol: str, served: Served, x: np.ndarray) -> None:
+        mod = _module(protocol)
+        self.client = client
+        self.model = served.record.name
+        inp = mod.InferInput(served.input_name, list(x.shape), served.datatype)
+        if protocol == "http":
+            inp.set_data_from_numpy(x, binary_data=True)
+            out = mod.InferRequestedOutput(served.output_name, binary_data=True)
+        else:
+            inp.set_data_from_numpy(x)
+            out = mod.InferRequestedOutput(served.output_name)
+        self.inputs = [inp]
+        self.outputs = [out]
+        self.output_name = served.output_name
+
+    def __call__(self) -> np.ndarray:
+        res = self.client.infer(self.model, self.inputs, outputs=self.outputs)
+        out = res.as_numpy(self.output_name)
+        if out is None or out.size == 0:
+            raise AgentError(f"{self.model}: Triton returned an empty output (numpy >= 2 in the server's "
+                             "python environment?)")
+        return out
+
+
+class TritonRunner(Runner):
+    """A served model behind the Runner interface, so that verification can compare it."""
+
+    def __init__(self, client, protocol: str, served: Served) -> None:
+        r = served.record
+        super().__init__(f"{r.name} (served)", served.max_batch, tuple(r.inputs[0].shape[1:]))
+        self.client, self.protocol, self.served = client, protocol, served
+
+    def infer(self, prepared: Any) -> Any:
+        return _call(f"inference on {self.served.record.name}",
+                     Request(self.client, self.protocol, self.served, prepared))
+
+
+# ------------------------------------------------------------------ load loop
+class LoadGenerator:
+    """``concurrency`` threads, each with its own client, keeping one request in flight."""
+
+    def __init__(self, url: str, protocol: str, served: Served, batch: int, concurrency: int) -> None:
+        from agent.verify import random_batch
+
+        x = random_batch(batch, tuple(served.record.inputs[0].shape[1:]))
+        self.requests = [Request(_client(url, protocol), protocol, served, x) for _ in range(concurrency)]
+        self.lock = threading.Lock()
+        self.done: list[tuple[float, float]] = []  # (end time, latency)
+        self.count = 0
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+        self.threads = [threading.Thread(target=self._loop, args=(r,), daemon=True) for r in self.requests]
+
+    def _loop(self, request: Request) -> None:
+        clock = time.perf_counter
+        while not self.stop_event.is_set():
+            t = clock()
+            try:
+                request()
+            except BaseException as e:  # surfaces in the main thread
+                self.error = e
+                self.stop_event.set()
+                return
+            end = clock()
+            with self.lock:
+                self.done.append((end, end - t))
+                self.count += 1
+
+    def __enter__(self) -> LoadGenerator:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop_event.set()
+        for t in self.threads:
+            t.join(timeout=60)
+        for r in self.requests:
+            try:
+                r.client.close()
+            except Exception:
+                pass
+
+    def _check(self) -> None:
+        if self.error is not None:
+            e = self.error
+            raise e if isinstance(e, AgentError) else AgentError(
+                f"{self.requests[0].model}: request failed: {' '.join(str(e).split())[:300]}")
+
+    def wait_for(self, n: int, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < n:
+            self._check()
+            if time.monotonic() > deadline:
+                raise AgentError(f"{self.requests[0].model}: only {self.count}/{n} requests answered in {timeout:.0f}s")
+            time.sleep(0.005)
+
+    def window(self, seconds: float, iterations: int | None) -> Window:
+        clock = time.perf_counter
+        with self.lock:
+            self.done.clear()
+            start_count = self.count
+        start = clock()
+        if iterations:
+            self.wait_for(start_count + iterations)
+        else:
+            while clock() - start < seconds:
+                self._check()
+                time.sleep(min(0.02, seconds / 10))
+        end = clock()
+        self._check()
+        with self.lock:
+            lat = [latency for t, latency in self.done if start <= t <= end]
+        return Window(lat, end - start)
+
+
+# -------------------------------------------------------------- server stats
+def _stats(client, protocol: str, model: str) -> dict[str, tuple[int, int]]:
+    if protocol == "grpc":
+        data = _call(f"statistics of {model}", client.get_inference_statistics, model, as_json=True)
+    else:
+        data = _call(f"statistics of {model}", client.get_inference_statistics, model)
+    entry = (data.get("model_stats") or [{}])[0]
+    inf = entry.get("inference_stats", {})
+    return {k: (int(inf.get(k, {}).get("count", 0)), int(inf.get(k, {}).get("ns", 0)))
+            for k in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
+
+
+def breakdown(before: dict, after: dict) -> ServerBreakdown | None:
+    n = after["success"][0] - before["success"][0]
+    if n <= 0:
+        return None
+
+    def us(key: str) -> float:
+        return (after[key][1] - before[key][1]) / n / 1e3
+
+    return ServerBreakdown(queue_us=us("queue"), compute_input_us=us("compute_input"),
+                           compute_infer_us=us("compute_infer"), compute_output_us=us("compute_output"),
+                           request_count=n)
+
+
+# ---------------------------------------------------------------------- plan
+def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
+    from agent.manifest import load_manifest
+
+    manifest = load_manifest(opts.engines_dir, missing_ok=False)
+    if protocol == "grpc":
+        index = _call("repository index", client.get_model_repository_index, as_json=True).get("models", [])
+    else:
+        index = _call("repository index", client.get_model_repository_index)
+    ready = {m["name"] for m in index if m.get("state") == "READY"}
+    if not ready:
+        raise AgentError(f"the Triton server at {opts.url} serves no model (agent serve start / reload)")
+    out: list[Served] = []
+    for name, rec in sorted(manifest.engines.items()):
+        if opts.models and rec.model not in opts.models:
+            continue
+        if opts.formats and rec.format not in opts.formats:
+            continue
+        if rec.precision != opts.precision or name not in ready:
+            continue
+        if protocol == "grpc":
+            cfg = _call(f"config of {name}", client.get_model_config, name, as_json=True)["config"]
+        else:
+            cfg = _call(f"config of {name}", client.get_model_config, name)
+        groups = cfg.get("instance_group") or [{}]
+        dtype = rec.inputs[0].dtype
+        out.append(Served(record=rec, input_name=cfg["input"][0]["name"], output_name=cfg["output"][0]["name"],
+                          datatype=NP_TO_TRITON.get(dtype, "FP32"),
+                          device="cuda" if groups[0].get("kind") == "KIND_GPU" else "cpu",
+                          max_batch=int(cfg.get("max_batch_size") or 0) or rec.max_batch))
+    if not out:
+        wanted = ", ".join(opts.models) or "any model"
+        raise AgentError(f"the server at {opts.url} serves no {opts.precision} engine of {wanted} from "
+                         f"{opts.engines_dir}/manifest.json (serving: {', '.join(sorted(ready))})")
+    for s in out:
+        too_big = [b for b in opts.batch_sizes if b > s.max_batch]
+        if too_big:
+            raise AgentError(f"batch size {max(too_big)} is above served {s.record.name}'s max batch {s.max_batch}")
+    if opts.models:
+        missing = sorted(set(opts.models) - {s.record.model for s in out})
+        if missing:
+            raise AgentError(f"the server at {opts.url} does not serve {', '.join(missing)}")
+    return out
+
+
+def check_served(client, protocol: str, served: Served, engines_dir) -> None:
+    """One served request equals the in-process engine within the engine's tolerance."""
+    from agent.runtimes import load_runner
+    from agent.verify import verify
+
+    rec = served.record
+    engine = load_runner(rec, engines_dir, device="cpu" if rec.device == "cpu" else "cuda")
+    v = rec.verification
+    result = verify(TritonRunner(client, protocol, served), engine, [1], rec.precision,
+                    rtol=v.rtol if v else None, min_top1=v.min_top1 if v else None)
+    if not result.passed:
+        raise AgentError(f"served {rec.name} does not match the in-process engine: {result.message}")
+
+
+def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
+    from agent.facts import node_facts
+    from agent.ui import progress
+
+    if opts.protocol not in ("http", "grpc"):
+        raise AgentError(f"unknown protocol {opts.protocol!r}: use http or grpc")
+    client = _client(opts.url, opts.protocol)
+    try:
+        if not _call("server live", client.is_server_live):
+            raise AgentError(f"the Triton server at {opts.url} is not live")
+        if opts.protocol == "grpc":
+            meta = _call("server metadata", client.get_server_metadata, as_json=True)
+        else:
+            meta = _call("server metadata", client.get_server_metadata)
+        served = _served_models(client, opts.protocol, opts)
+        for s in served:
+            check_served(client, opts.protocol, s, opts.engines_dir)
+        node = node_facts(config)
+        node.triton_version = meta.get("version") or node.triton_version
+        results: list[BenchResult] = []
+        steps = [(s, b, c) for s in served for b in opts.batch_sizes for c in opts.concurrency]
+        with progress() as bar:
+            task = bar.add_task("serving benchmark", total=len(steps))
+            for s, batch, conc in steps:
+                rec = s.record
+                bar.update(task, description=f"{rec.name} batch {batch} concurrency {conc}")
+                with LoadGenerator(opts.url, opts.protocol, s, batch, conc) as load:
+                    load.wait_for(max(opts.warmup, 1) * conc)
+                    before = _stats(client, opts.protocol, rec.name)
+                    m = measure_until_stable(lambda: load.window(opts.window_seconds, opts.iterations),
+                                             batch, opts.stability_pct, opts.max_windows)
+                    after = _stats(client, opts.protocol, rec.name)
+                results.append(BenchResult(
+                    model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
+                    batch_size=batch, concurrency=conc, triton_model=rec.name, protocol=opts.protocol,
+                    latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
+                    windows=m.windows, stable=m.stable, server=breakdown(before, after),
+                ))
+                bar.advance(task)
+    finally:
+        try:
+            client.close()
+        except Exception:
+            pass
+    return ResultDocument(
+        target="triton", node=node,
+        settings=BenchSettings(warmup=opts.warmup, window_seconds=None if opts.iterations else opts.window_seconds,
+                               iterations=opts.iterations, stability_pct=opts.stability_pct,
+                               max_windows=opts.max_windows, url=opts.url),
+        results=results,
+    )
