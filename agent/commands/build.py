@@ -22,6 +22,9 @@ def build_engines(
     onnx_exporter: Annotated[str, typer.Option("--onnx-exporter", help="legacy (fast, default) or dynamo.")] = "legacy",
     workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="TensorRT workspace limit (MiB).")] = 2048,
     timeout: Annotated[float | None, typer.Option(help="Kill a model's build worker after this many seconds.")] = None,
+    repo: Annotated[Path | None, typer.Option("--repo", help="Triton model repository to write from the verified engines (default: <out>/triton-repo; see `agent repo`).")] = None,
+    triton_backend: Annotated[str, typer.Option("--triton-backend", help="Repository variant: auto (native with a GPU, else python), python or native.")] = "auto",
+    no_repo: Annotated[bool, typer.Option("--no-repo", help="Do not write the Triton model repository.")] = False,
 ) -> None:
     """Export, verify against eager PyTorch, and record engines (incremental, crash-safe)."""
     from agent import registry
@@ -39,6 +42,10 @@ def build_engines(
                         workspace_mb=workspace_mb, timeout_s=timeout)
     outcomes = run_build(opts)
     print_summary(outcomes)
+    if not no_repo:  # serving (issue 3): only verified engines enter the repository
+        from agent.commands.repo import write_repo_for_build
+
+        write_repo_for_build(out, repo, triton_backend)
     err = failures_error(outcomes)
     if err:
         raise err
