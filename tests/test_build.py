@@ -1,0 +1,175 @@
+"""build-engines for real: export + verification of 3 small models in both
+formats, the manifest contract, the cache (no-op rerun, corruption, changed
+option), crash isolation, verification failures, and a SIGKILL mid-build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.build import BuildOptions, failures_error, run_build
+from agent.manifest import load_manifest
+from agent.runtimes import check_files, eager_runner, load_runner
+from agent.verify import random_batch
+from conftest import BUILT_MAX_BATCH, BUILT_MODELS
+
+pytestmark = pytest.mark.slow
+
+
+def _no_temporaries(d: Path) -> None:
+    assert not [p for p in d.rglob(".tmp-*")], list(d.rglob(".tmp-*"))
+
+
+def test_manifest_records_every_engine_per_contract(built_engines):
+    m = load_manifest(built_engines, missing_ok=False)
+    names = {f"{x}_{f}" for x in BUILT_MODELS for f in ("torchscript", "onnx")}
+    assert set(m.engines) == names
+    for name, rec in m.engines.items():
+        assert rec.name == name and rec.ok and rec.precision == "fp32"
+        assert rec.max_batch == BUILT_MAX_BATCH and rec.device == "cpu"
+        assert check_files(rec, built_engines) is None
+        assert rec.verification.batch_sizes == [1, BUILT_MAX_BATCH]
+        assert rec.verification.max_rel_error <= rec.verification.rtol
+        assert rec.verification.top1_agreement == 1.0
+        assert rec.tools.torch and rec.tools.onnx and rec.tools.onnxruntime
+        assert rec.size_bytes == sum((built_engines / f).stat().st_size for f in rec.files)
+        main = next(iter(rec.files))
+        assert main.startswith(f"{rec.model}/{rec.format}_fp32/")
+        if rec.format == "onnx":
+            assert rec.opset == 17
+            assert [t.name for t in rec.inputs] == ["input"] and [t.name for t in rec.outputs] == ["logits"]
+        else:
+            assert [t.name for t in rec.inputs] == ["INPUT__0"] and [t.name for t in rec.outputs] == ["OUTPUT__0"]
+        assert rec.inputs[0].shape == [-1, 3, 224, 224] and rec.outputs[0].shape == [-1, 1000]
+    _no_temporaries(built_engines)
+
+
+def test_engines_run_and_match_eager_at_any_batch_up_to_max(built_engines):
+    m = load_manifest(built_engines)
+    eager = eager_runner("squeezenet1_1")
+    x = random_batch(3, (3, 224, 224), seed=99)
+    ref = eager(x)
+    for fmt in ("torchscript", "onnx"):
+        out = load_runner(m.engines[f"squeezenet1_1_{fmt}"], built_engines)(x)
+        assert out.shape == (3, 1000)
+        assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-3
+        assert (out.argmax(1) == ref.argmax(1)).all()
+
+
+def test_rerun_is_a_noop(built_engines, tmp_path):
+    out = tmp_path / "engines"
+    shutil.copytree(built_engines, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    outcomes = run_build(BuildOptions(models=list(BUILT_MODELS), out=out, max_batch=BUILT_MAX_BATCH),
+                         show=False)
+    assert {o.status for o in outcomes} == {"cached"} and len(outcomes) == 6
+    after = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != ".build.lock"}
+    assert after == {p: t for p, t in before.items() if p.name != ".build.lock"}
+
+
+def test_corruption_and_changed_options_rebuild_only_what_is_affected(built_engines, tmp_path):
+    out = tmp_path / "engines"
+    shutil.copytree(built_engines, out)
+    onnx_file = out / "squeezenet1_1" / "onnx_fp32" / "model.onnx"
+    data = onnx_file.read_bytes()
+    onnx_file.write_bytes(data[: len(data) // 2])  # truncated, same name
+    outcomes = run_build(BuildOptions(models=["squeezenet1_1", "mobilenet_v3_small"], out=out,
+                                      max_batch=BUILT_MAX_BATCH), show=False)
+    status = {o.name: o.status for o in outcomes}
+    assert status == {"squeezenet1_1_torchscript": "cached", "squeezenet1_1_onnx": "built",
+                      "mobilenet_v3_small_torchscript": "cached", "mobilenet_v3_small_onnx": "cached"}
+    m = load_manifest(out)
+    assert check_files(m.engines["squeezenet1_1_onnx"], out) is None
+    assert "resnet18_onnx" in m.engines  # engines not asked for are kept
+
+    # a changed option (max batch) rebuilds that format only
+    outcomes = run_build(BuildOptions(models=["squeezenet1_1"], formats=["torchscript"], out=out,
+                                      max_batch=2), show=False)
+    assert [(o.name, o.status) for o in outcomes] == [("squeezenet1_1_torchscript", "built")]
+    m = load_manifest(out)
+    assert m.engines["squeezenet1_1_torchscript"].max_batch == 2
+    assert m.engines["squeezenet1_1_onnx"].max_batch == BUILT_MAX_BATCH
+    _no_temporaries(out)
+
+
+WRAPPER = """
+import io, json, os, signal, sys
+payload = sys.stdin.read()
+job = json.loads(payload)
+if job["model"] == os.environ["CRASH_MODEL"]:
+    os.kill(os.getpid(), signal.SIGSEGV)
+if job["model"] == os.environ.get("STRICT_MODEL"):
+    import agent.verify
+    agent.verify.TOLERANCES["fp32"] = (-1.0, 1.0)   # nothing can pass
+sys.stdin = io.StringIO(payload)
+from agent.build_worker import main
+sys.exit(main())
+"""
+
+
+def test_worker_crash_and_failed_verification_are_isolated_and_reported(tmp_path, monkeypatch):
+    wrapper = tmp_path / "wrapper.py"
+    wrapper.write_text(WRAPPER)
+    monkeypatch.setenv("CRASH_MODEL", "shufflenet_v2_x0_5")
+    monkeypatch.setenv("STRICT_MODEL", "mobilenet_v3_small")
+    monkeypatch.setattr("agent.build._worker_cmd", lambda: [sys.executable, str(wrapper)])
+    out = tmp_path / "engines"
+    outcomes = run_build(BuildOptions(models=["shufflenet_v2_x0_5", "mobilenet_v3_small", "squeezenet1_1"],
+                                      formats=["onnx"], out=out, max_batch=2), show=False)
+    status = {o.name: o for o in outcomes}
+    assert status["squeezenet1_1_onnx"].status == "built"
+    crashed = status["shufflenet_v2_x0_5_onnx"]
+    assert crashed.status == "failed" and "signal 11" in crashed.message
+    strict = status["mobilenet_v3_small_onnx"]
+    assert strict.status == "failed" and "verification" in strict.message
+    m = load_manifest(out)
+    assert m.engines["squeezenet1_1_onnx"].ok
+    assert not m.engines["mobilenet_v3_small_onnx"].ok  # recorded as failed: never served
+    assert "shufflenet_v2_x0_5_onnx" not in m.engines
+    err = failures_error(outcomes)
+    assert err is not None and err.code == 1
+    assert "shufflenet_v2_x0_5_onnx" in str(err) and "mobilenet_v3_small_onnx" in str(err)
+    assert "squeezenet1_1_onnx" not in str(err)
+    _no_temporaries(out)
+
+
+def test_sigkill_mid_build_leaves_nothing_that_looks_good(tmp_path):
+    out = tmp_path / "engines"
+    cmd = [sys.executable, "-m", "agent", "build-engines", "--models",
+           "squeezenet1_1,shufflenet_v2_x0_5", "--out", str(out), "--max-batch", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 180
+    try:
+        # kill while the second engine is being written (a temporary exists, one record exists)
+        while time.monotonic() < deadline and proc.poll() is None:
+            m = load_manifest(out) if (out / "manifest.json").exists() else None
+            if m and m.engines and list(out.glob("*/.tmp-*")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the build finished before it could be killed"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert list(out.rglob(".tmp-*")), "expected a half-written temporary at the kill"
+    m = load_manifest(out)  # parses: written atomically
+    for rec in m.engines.values():  # whatever the manifest says is good, is good
+        assert check_files(rec, out) is None
+    outcomes = run_build(BuildOptions(models=["squeezenet1_1", "shufflenet_v2_x0_5"], out=out,
+                                      max_batch=2), show=False)
+    assert failures_error(outcomes) is None
+    assert {o.status for o in outcomes} <= {"built", "cached"}
+    assert "cached" in {o.status for o in outcomes}  # what finished before the kill is reused
+    m = load_manifest(out)
+    assert len(m.engines) == 4 and all(check_files(r, out) is None for r in m.engines.values())
+    _no_temporaries(out)
