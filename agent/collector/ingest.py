@@ -24,7 +24,7 @@ def to_utc_naive(t: datetime) -> datetime:
 
 def stack_of(node: NodeFacts) -> str:
     """The versions a playbook upgrade changes, as one comparable string."""
-    return " ".join(f"{label}={getattr(node, col) or '-'}" for label, col in STACK_FIELDS)
+    return " ".join(f"{label}={(getattr(node, col) or '-').replace(' ', '_')}" for label, col in STACK_FIELDS)
 
 
 def _upsert_node(conn, doc: ResultDocument, created: datetime) -> None:

@@ -1,0 +1,97 @@
+"""Write the report: a self-contained HTML page (figures embedded), Markdown
+and CSV files. All files go to a temporary directory that replaces ``out``
+only when everything was written."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import asdict, fields
+from pathlib import Path
+
+from agent.fleet.data import Comparison, Report, Row
+from agent.fsutil import atomic_path
+
+FORMATS = ("html", "md", "csv")
+MAX_NODES_DETAIL = 25  # per-node tables in HTML/Markdown up to this many nodes; the CSV always has all
+
+CSV_FILES = {
+    "results.csv": "newest result of every node × model × backend × precision × batch × concurrency",
+    "by_gpu.csv": "the same, summarised per GPU model (medians over nodes)",
+    "best.csv": "fastest and cheapest configuration per model under the p99 budget",
+    "comparison.csv": "before/after stack comparison per node (regressions flagged)",
+}
+
+
+def _fmt(x, digits: int = 1) -> str:  # noqa: ANN001
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        if abs(x) >= 100 or digits == 0:
+            return f"{x:,.0f}"
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _money(x) -> str:  # noqa: ANN001
+    return "–" if x is None else f"${x:,.3f}" if x < 10 else f"${x:,.2f}"
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+    return buf.getvalue()
+
+
+def csv_files(report: Report) -> dict[str, str]:
+    row_cols = [f.name for f in fields(Row)]
+    cmp_cols = [f.name for f in fields(Comparison)]
+    return {
+        "results.csv": _csv([asdict(r) for r in report.rows], row_cols),
+        "by_gpu.csv": _csv(report.by_gpu, list(report.by_gpu[0]) if report.by_gpu else ["model"]),
+        "best.csv": _csv(report.best, ["model", "criterion", "node", "gpu", "backend", "precision",
+                                       "batch_size", "concurrency", "throughput_ips", "p99_ms",
+                                       "cost_per_million", "note"]),
+        "comparison.csv": _csv([asdict(c) for c in report.comparisons], cmp_cols),
+    }
+
+
+def context(report: Report, with_plots: bool) -> dict:
+    from agent.fleet.plots import model_figure
+
+    detail = len(report.nodes) <= MAX_NODES_DETAIL
+    models = []
+    by_gpu: dict[str, list[dict]] = {}
+    for g in report.by_gpu:
+        by_gpu.setdefault(g["model"], []).append(g)
+    for m in report.models:
+        rows = report.rows_for(m)
+        models.append({"name": m, "rows": rows if detail else [], "by_gpu": by_gpu.get(m, []),
+                       "figure": model_figure(m, rows) if with_plots else None})
+    flagged = [c for c in report.comparisons if c.flag != "unchanged"]
+    return {"r": report, "models": models, "detail": detail, "max_nodes_detail": MAX_NODES_DETAIL,
+            "fmt": _fmt, "money": _money, "csv_files": CSV_FILES,
+            "comparisons_shown": report.comparisons if len(report.comparisons) <= 300 else flagged,
+            "flagged": flagged}
+
+
+def write_report(report: Report, out: Path, formats: list[str]) -> list[Path]:
+    from agent.templating import render
+
+    written = []
+    with atomic_path(Path(out)) as tmp:
+        tmp.mkdir()
+        if "csv" in formats:
+            for name, text in csv_files(report).items():
+                (tmp / name).write_text(text)
+                written.append(name)
+        if "md" in formats:
+            (tmp / "report.md").write_text(render("report/report.md.j2", **context(report, False)))
+            written.append("report.md")
+        if "html" in formats:
+            (tmp / "report.html").write_text(render("report/report.html.j2", **context(report, True)))
+            written.append("report.html")
+    return [Path(out) / n for n in written]

@@ -1,0 +1,67 @@
+"""Where the report reads from: a collector database (``--db``), or a running
+collector (``--collector``) mirrored page by page into an in-memory SQLite
+database with the same schema, so both paths share every query."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import StaticPool
+
+from agent.errors import AgentError
+
+PAGE = 200
+
+
+def open_database(url: str) -> Engine:
+    from agent.collector.db import make_engine, normalize_url, require_schema
+
+    if normalize_url(url).startswith("sqlite:///"):
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.is_file():
+            raise AgentError(f"no collector database at {path}")
+    engine = make_engine(url)
+    require_schema(engine)
+    return engine
+
+
+def mirror_collector(base_url: str, since: datetime | None = None, timeout: float = 30.0) -> Engine:
+    import httpx
+    from pydantic import ValidationError
+
+    from agent.collector.ingest import ingest_many
+    from agent.collector.tables import metadata
+    from agent.schema import ResultDocument
+    from agent.ui import progress
+
+    base = base_url.rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        raise AgentError(f"collector URL must start with http:// or https://, got {base_url!r}")
+    engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
+    metadata.create_all(engine)
+    params: dict = {"full": "true", "limit": PAGE}
+    if since is not None:
+        params["since"] = since.isoformat()
+    offset = 0
+    with httpx.Client(timeout=timeout) as client, progress() as bar:
+        task = bar.add_task(f"fetching runs from {base}", total=None)
+        while True:
+            try:
+                resp = client.get(base + "/v1/runs", params={**params, "offset": offset})
+            except httpx.HTTPError as e:
+                raise AgentError(f"collector {base} unreachable: {e.__class__.__name__}: {e}") from None
+            if resp.status_code != 200:
+                raise AgentError(f"collector {base} answered {resp.status_code} to /v1/runs")
+            page = resp.json()
+            try:
+                docs = [ResultDocument.model_validate(r["document"]) for r in page]
+            except (ValidationError, KeyError) as e:
+                raise AgentError(f"collector {base} sent a document this agent cannot read: {e}") from None
+            ingest_many(engine, docs)
+            offset += len(page)
+            bar.update(task, completed=offset)
+            if len(page) < PAGE:
+                break
+    return engine

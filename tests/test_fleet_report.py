@@ -1,0 +1,208 @@
+"""The fleet report from a database with several nodes, GPUs and backends:
+its numbers match the inputs (throughput, p99, speedup over eager, cost per
+million inferences, best configuration, before/after stack comparison);
+HTML is self-contained; the collector path gives the same numbers."""
+
+from __future__ import annotations
+
+import csv
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from collector_support import *  # noqa: E402,F403  (fixtures)
+from collector_support import Collector, TOKEN, agent_env, run_agent  # noqa: E402
+
+from agent.collector.db import make_engine, migrate  # noqa: E402
+from agent.collector.ingest import ingest, ingest_many  # noqa: E402
+from agent.fleet.synthetic import make_document, make_node  # noqa: E402
+
+MODELS = ("resnet18", "squeezenet1_1", "mobilenet_v3_small")
+T0 = datetime(2025, 5, 1, tzinfo=UTC)
+
+
+def fleet_docs():
+    """4 nodes (3 GPU types), 4 backends, 3 batch sizes, 2 concurrencies; node-0000 is
+    upgraded (driver + TensorRT) and re-benchmarked: TensorRT got 20 % slower there."""
+    docs = [make_document(make_node(i), MODELS, batch_sizes=(1, 8, 32), concurrencies=(1, 2),
+                          created_at=T0 + timedelta(minutes=i), seed=i) for i in range(4)]
+    before = docs[0]
+    after_node = make_node(0, driver_version="550.54.15", tensorrt_version="10.0.1")
+    after = before.model_copy(deep=True, update={"id": "after-upgrade", "node": after_node,
+                                                 "created_at": T0 + timedelta(days=1)})
+    for r in after.results:
+        if r.format == "tensorrt":
+            r.throughput_ips *= 0.8
+            r.latency_ms.p99 *= 1.25
+    return docs, before, after
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def report_db(db_url):
+    engine = make_engine(db_url)
+    migrate(engine)
+    docs, before, after = fleet_docs()
+    assert ingest_many(engine, docs) == 4
+    assert ingest(engine, after) is True
+    engine.dispose()
+    return db_url, docs, before, after
+
+
+def check_numbers(out: Path, docs, before, after):
+    rows = read_csv(out / "results.csv")
+    newest = {d.node.node_name: d for d in docs}
+    newest["node-0000"] = after
+    assert len(rows) == 4 * len(MODELS) * 4 * 3 * 2
+    for row in rows:
+        doc = newest[row["node"]]
+        src = next(r for r in doc.results if r.model == row["model"] and r.format == row["backend"]
+                   and r.batch_size == int(row["batch_size"]) and r.concurrency == int(row["concurrency"]))
+        eager = next(r for r in doc.results if r.model == src.model and r.format == "eager"
+                     and r.batch_size == src.batch_size and r.concurrency == src.concurrency)
+        assert row["run_id"] == doc.id
+        assert float(row["throughput_ips"]) == pytest.approx(src.throughput_ips, rel=1e-5)
+        assert float(row["p99_ms"]) == pytest.approx(src.latency_ms.p99, rel=1e-5)
+        assert float(row["speedup_vs_eager"]) == pytest.approx(src.throughput_ips / eager.throughput_ips, rel=1e-5)
+        price = doc.node.price_per_hour
+        assert float(row["cost_per_million"]) == pytest.approx(price / (src.throughput_ips * 3600) * 1e6, rel=1e-5)
+        assert row["gpu"] == doc.node.gpu_name
+
+    # best configuration per model under the p99 budget, recomputed from the inputs
+    budget = 2.0
+    best = {(b["model"], b["criterion"]): b for b in read_csv(out / "best.csv")}
+    for model in MODELS:
+        cands = [(d, r) for d in newest.values() for r in d.results
+                 if r.model == model and r.latency_ms.p99 <= budget]
+        d, r = max(cands, key=lambda x: x[1].throughput_ips)
+        b = best[(model, "fastest")]
+        assert (b["node"], b["backend"], int(b["batch_size"]), int(b["concurrency"])) == \
+            (d.node.node_name, r.format, r.batch_size, r.concurrency)
+        assert float(b["p99_ms"]) <= budget
+        d, r = min(cands, key=lambda x: x[0].node.price_per_hour / x[1].throughput_ips)
+        assert best[(model, "cheapest")]["node"] == d.node.node_name
+        assert float(best[(model, "cheapest")]["cost_per_million"]) == pytest.approx(
+            d.node.price_per_hour / (r.throughput_ips * 3600) * 1e6, rel=1e-5)
+
+    # the before/after comparison for the upgraded node, machine-readable
+    cmp_rows = read_csv(out / "comparison.csv")
+    assert {c["node"] for c in cmp_rows} == {"node-0000"}
+    assert len(cmp_rows) == len(MODELS) * 4 * 3 * 2
+    for c in cmp_rows:
+        assert (c["before_run"], c["after_run"]) == (before.id, after.id)
+        assert "driver=535.183.01" in c["before_stack"] and "tensorrt=10.0.1" in c["after_stack"]
+        if c["backend"] == "tensorrt":
+            assert c["flag"] == "regression"
+            assert float(c["ips_change_pct"]) == pytest.approx(-20.0, abs=1e-3)
+            assert float(c["p99_change_pct"]) == pytest.approx(25.0, abs=1e-3)
+        else:
+            assert c["flag"] == "unchanged" and float(c["ips_change_pct"]) == pytest.approx(0, abs=1e-6)
+
+    md = (out / "report.md").read_text()
+    assert "## Before/after stack comparison" in md
+    assert "**node-0000**: driver 535.183.01→550.54.15 tensorrt 8.6.1→10.0.1" in md
+    assert f"{len(MODELS) * 3 * 2} regression(s)" in md
+    assert "| node-0000 | resnet18 | tensorrt | fp32 | 1 | 1 |" in md
+    return rows
+
+
+@pytest.mark.slow
+def test_report_numbers_match_inputs(report_db, tmp_path):
+    url, docs, before, after = report_db
+    out = tmp_path / "report"
+    r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--p99-budget", "2",
+                  "--threshold", "5", env=agent_env())
+    assert r.returncode == 0, r.stderr
+    assert f"4 nodes, 3 models, {4 * 3 * 4 * 3 * 2} configurations, 18 regression(s) flagged" in r.stdout
+    check_numbers(out, docs, before, after)
+    html = (out / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(MODELS)
+    assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
+    for text in ("Best configuration per model", "Before/after stack comparison", "node-0003",
+                 'class="regression"', "Tesla T4"):
+        assert text in html
+
+
+@pytest.mark.slow
+def test_report_from_a_running_collector_matches(tmp_path):
+    db = f"sqlite:///{tmp_path / 'c.db'}"
+    c = Collector(db, tmp_path / "c.log").start()
+    try:
+        docs, before, after = fleet_docs()
+        for d in [*docs, after]:
+            assert c.post(d.model_dump_json()).status_code == 201
+        out = tmp_path / "report"
+        r = run_agent("fleet", "report", "--collector", c.url, "--out", str(out), "--format", "md,csv",
+                      "--p99-budget", "2", env=agent_env())
+        assert r.returncode == 0, r.stderr
+        check_numbers(out, docs, before, after)
+        assert not (out / "report.html").exists()
+    finally:
+        c.stop()
+
+
+def test_compare_two_runs_and_since(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    docs, before, after = fleet_docs()
+    ingest_many(engine, [*docs, after])
+    engine.dispose()
+    out = tmp_path / "r"
+    r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--format", "csv",
+                  "--compare", f"{docs[1].id},{docs[2].id}", "--threshold", "1000", env=agent_env())
+    assert r.returncode == 0, r.stderr
+    cmp_rows = read_csv(out / "comparison.csv")
+    assert {(c["before_run"], c["after_run"]) for c in cmp_rows} == {(docs[1].id, docs[2].id)}
+    assert {c["flag"] for c in cmp_rows} == {"unchanged"}
+    # --since after the other nodes' runs: only the upgraded run is reported, nothing to compare
+    r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--format", "csv",
+                  "--since", (T0 + timedelta(hours=12)).isoformat(), env=agent_env())
+    assert r.returncode == 0, r.stderr
+    assert {x["run_id"] for x in read_csv(out / "results.csv")} == {after.id}
+    assert read_csv(out / "comparison.csv") == []
+
+
+def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    ingest_many(engine, fleet_docs()[0])
+    engine.dispose()
+    out = tmp_path / "r"
+    cases = [
+        (["--db", url, "--format", "pdf"], "--format 'pdf': choose from html, md, csv"),
+        (["--db", url, "--since", "yesterday"], "--since 'yesterday'"),
+        (["--db", url, "--compare", "a"], "--compare needs two run ids"),
+        (["--db", url, "--compare", "a,b"], "--compare: no run with id 'a'"),
+        (["--db", f"sqlite:///{tmp_path / 'none.db'}"], "no collector database at"),
+        (["--db", url, "--collector", "http://127.0.0.1:1"], "either --db or --collector"),
+        (["--db", url, "--since", "2099-01-01"], "no results to report since 2099-01-01"),
+        (["--collector", "http://127.0.0.1:1"], "collector http://127.0.0.1:1 unreachable"),
+    ]
+    for args, message in cases:
+        r = run_agent("fleet", "report", "--out", str(out), *args, env=agent_env())
+        assert r.returncode == 2, (args, r.stderr)
+        assert message in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+        assert not out.exists()
+    empty = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+    with empty.connect():
+        pass
+    r = run_agent("fleet", "report", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(out),
+                  env=agent_env())
+    assert "is not a collector database" in r.stderr
+
+
+def test_cost_per_million_formula():
+    from agent.fleet.data import cost_per_million
+
+    assert cost_per_million(3.6, 1000.0) == pytest.approx(1.0)  # $3.60/h at 1000/s: $1 per million
+    assert cost_per_million(None, 10.0) is None
+    assert cost_per_million(1.0, 0.0) is None
