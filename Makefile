@@ -48,5 +48,39 @@ demo: venv ## build, verify and benchmark a few small models on this machine
 bench-local: venv ## speedup of the best engine over eager (resnet18/50, mobilenet_v3_small, squeezenet1_1)
 	$(PY) benchmarks/bench_local.py
 
+# ---------------------------------------------------------------- the fleet flow
+# make provision -> make configure -> make bench -> make report -> make destroy
+# Settings: fleet.env (see fleet.env.example); secrets from the environment.
+INVENTORY     ?= out/inventory.yml
+COLLECTOR_URL ?= http://127.0.0.1:8080
+BENCH_MODELS  ?= resnet18,mobilenet_v3_small,squeezenet1_1
+BENCH_BATCHES ?= 1,8
+REPORT_OUT    ?= out/report
+ANSIBLE_ENV   := ANSIBLE_CONFIG=ansible/ansible.cfg CONTAINERS_CONF=$(abspath scripts/containers.conf)
+comma := ,
+
+configure: venv ## install/upgrade the node stack on the inventory (ansible site.yml)
+	@test -f $(INVENTORY) || { echo "error: $(INVENTORY) does not exist: run 'make provision' first" >&2; exit 2; }
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml \
+	  -e agent_collector_url=$(COLLECTOR_URL)
+
+bench: venv ## build engines, serve, benchmark and push on every node (ansible bench.yml)
+	@test -f $(INVENTORY) || { echo "error: $(INVENTORY) does not exist: run 'make provision' first" >&2; exit 2; }
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/playbooks/bench.yml \
+	  -e '{"inferfleet_bench_models": $(call json_list,$(BENCH_MODELS)), "inferfleet_bench_batch_sizes": [$(BENCH_BATCHES)]}'
+
+collector: venv ## run the fleet collector in the foreground (token from INFERFLEET_COLLECTOR_TOKEN)
+	$(AGENT) collector serve --port $(lastword $(subst :, ,$(COLLECTOR_URL)))
+
+report: venv ## fleet report (HTML, Markdown, CSV) from the collector
+	$(AGENT) fleet report --collector $(COLLECTOR_URL) --out $(REPORT_OUT) --format html,md,csv
+
+e2e: venv system-deps ## the whole fleet in Podman containers: provision-shaped inventory -> site -> bench -> report
+	$(PY) -m pytest -m e2e tests/test_e2e_fleet.py
+
+empty :=
+space := $(empty) $(empty)
+json_list = [$(subst $(space),$(comma),$(strip $(patsubst %,"%",$(subst $(comma), ,$(1)))))]
+
 clean: ## remove build outputs (not .venv)
 	rm -rf out engines .pytest_cache
