@@ -1,0 +1,72 @@
+"""The versioned documents are a contract with the collector: keep them stable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from agent.manifest import load_manifest, save_manifest
+from agent.schema import (RESULT_SCHEMA_VERSION, BenchResult, EngineRecord, Manifest,
+                          ResultDocument)
+
+DOC = {
+    "schema_version": "1.0",
+    "id": "6f1c2b9e-0000-4000-8000-000000000001",
+    "created_at": "2026-01-01T00:00:00Z",
+    "target": "inprocess",
+    "node": {"node_name": "n1", "hostname": "h1", "cpu": "x", "cpu_count": 2},
+    "settings": {"warmup": 5, "window_seconds": 1.0, "stability_pct": 10.0, "max_windows": 8},
+    "results": [{
+        "model": "resnet18", "format": "onnx", "batch_size": 8,
+        "latency_ms": {"p50": 1, "p90": 2, "p95": 3, "p99": 4, "mean": 2, "min": 1, "max": 5, "std": 1},
+        "throughput_ips": 100.0, "requests": 10, "windows": 3, "stable": True,
+        "speedup_vs_eager": 2.0, "peak_host_mem_mb": 900.0,
+    }],
+}
+
+RESULT_FIELDS = {
+    "model", "format", "precision", "device", "batch_size", "concurrency", "triton_model",
+    "protocol", "latency_ms", "throughput_ips", "requests", "windows", "stable",
+    "speedup_vs_eager", "peak_host_mem_mb", "peak_gpu_mem_mb", "server",
+}
+
+
+def test_result_document_v1_fields_are_stable():
+    assert RESULT_SCHEMA_VERSION == "1.0"
+    assert set(BenchResult.model_fields) == RESULT_FIELDS
+    assert set(ResultDocument.model_fields) == {"schema_version", "id", "created_at", "target",
+                                                "node", "settings", "results"}
+    schema = ResultDocument.model_json_schema()
+    assert schema["properties"]["schema_version"]["const"] == "1.0"
+    doc = ResultDocument.model_validate(DOC)
+    assert doc.results[0].precision == "fp32" and doc.results[0].concurrency == 1
+    assert ResultDocument.model_validate_json(doc.model_dump_json()) == doc
+
+
+@pytest.mark.parametrize("change", [
+    {"schema_version": "2.0"},
+    {"unexpected": 1},
+    {"target": "cloud"},
+    {"results": [{**DOC["results"][0], "format": "openvino"}]},
+    {"results": [{**DOC["results"][0], "extra_metric": 1}]},
+])
+def test_result_document_refuses_other_versions_and_unknown_fields(change):
+    with pytest.raises(ValidationError):
+        ResultDocument.model_validate({**DOC, **change})
+
+
+@pytest.mark.slow
+def test_manifest_roundtrip_and_names(built_engines, tmp_path):
+    m = load_manifest(built_engines)
+    save_manifest(tmp_path, m)
+    again = load_manifest(tmp_path)
+    assert again.engines == m.engines
+    rec: EngineRecord = m.engines["resnet18_onnx"]
+    assert rec.name == "resnet18_onnx"
+    assert rec.model_copy(update={"precision": "fp16"}).name == "resnet18_onnx_fp16"
+    raw = json.loads((built_engines / "manifest.json").read_text())
+    assert raw["schema_version"] == "1.0"
+    with pytest.raises(ValidationError):
+        Manifest.model_validate({**raw, "schema_version": "0.9"})
