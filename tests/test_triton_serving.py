@@ -1,0 +1,274 @@
+"""A real Triton (the tritonserver bundled in nvidia-pytriton, native runtime) on free
+loopback ports, serving engines built by the agent through the python backend:
+readiness, a model that fails to load, results equal to the engines, bad requests,
+metrics, the served benchmark, reload of a changed model, stop with nothing left."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import psutil
+import pytest
+
+from agent.triton.server import free_port
+from conftest import error_line, run_cli
+
+pytestmark = [pytest.mark.triton, pytest.mark.slow, pytest.mark.timeout(600)]
+
+SERVED = ("squeezenet1_1", "mobilenet_v3_small")
+
+
+def tritonservers() -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if p.info["name"] == "tritonserver" or "triton_python_backend_stub" in " ".join(p.info["cmdline"] or []):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+class Node:
+    def __init__(self, root: Path, engines: Path) -> None:
+        self.root = root
+        self.engines = engines
+        self.repo = root / "repo"
+        self.state = root / "state"
+        self.env = {"INFERFLEET_STATE_DIR": str(root / "agent-state")}
+        self.ports = [free_port(), free_port(), free_port()]
+        self.url = f"127.0.0.1:{self.ports[0]}"
+
+    def agent(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return run_cli(*args, env=self.env, timeout=timeout)
+
+    def serve(self, cmd: str, *args: str) -> subprocess.CompletedProcess:
+        return self.agent("serve", cmd, "--state-dir", str(self.state), *args)
+
+    def status(self) -> dict:
+        r = self.serve("status", "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    def pid(self) -> int | None:
+        try:
+            return json.loads((self.state / "server.json").read_text())["pid"]
+        except OSError:
+            return None
+
+
+@pytest.fixture(scope="module")
+def node(built_engines, tmp_path_factory):
+    root = tmp_path_factory.mktemp("triton-node")
+    engines = root / "engines"
+    shutil.copytree(built_engines, engines, ignore=shutil.ignore_patterns("triton-repo"))
+    n = Node(root, engines)
+    r = n.agent("repo", "--engines", str(engines), "--repo", str(n.repo), "--models", ",".join(SERVED),
+                "--formats", "onnx", "--backend", "python")
+    assert r.returncode == 0, r.stderr
+    # plus one TorchScript model, and a model that cannot load (corrupt engine file)
+    r = n.agent("repo", "--engines", str(engines), "--repo", str(n.root / "r2"), "--models", "squeezenet1_1",
+                "--formats", "torchscript")
+    shutil.move(str(n.root / "r2" / "squeezenet1_1_torchscript"), n.repo / "squeezenet1_1_torchscript")
+    bad = n.repo / "broken_onnx"
+    shutil.copytree(n.repo / "squeezenet1_1_onnx", bad, copy_function=shutil.copy)
+    (bad / "config.pbtxt").write_text((bad / "config.pbtxt").read_text().replace("squeezenet1_1_onnx", "broken_onnx"))
+    (bad / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    n.start = n.serve("start", "--repo", str(n.repo), "--http-port", str(n.ports[0]), "--grpc-port",
+                      str(n.ports[1]), "--metrics-port", str(n.ports[2]), "--timeout", "180")
+    yield n
+    pid = n.pid()
+    n.serve("stop")
+    if pid is not None and psutil.pid_exists(pid):  # never leave a server behind
+        psutil.Process(pid).kill()
+    assert pid is None or not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_start_serves_models_and_names_the_broken_one(node):
+    r = node.start
+    assert r.returncode == 3, r.stdout + r.stderr
+    line = error_line(r)
+    assert "1 model(s) failed to load" in line and "broken_onnx" in line and "sha256" in line
+    assert "3 model(s) ready" in " ".join(r.stdout.split())
+    st = node.status()
+    assert st["live"] and st["ready"] and st["version"] == "2.51.0" and st["pid"] == node.pid()
+    states = {m["name"]: (m["state"], m["version"]) for m in st["models"]}
+    assert states["squeezenet1_1_onnx"] == ("READY", "1")
+    assert states["mobilenet_v3_small_onnx"] == ("READY", "1")
+    assert states["squeezenet1_1_torchscript"] == ("READY", "1")
+    assert states["broken_onnx"][0] == "UNAVAILABLE"
+    # a second start from the same state dir is refused, the first keeps serving
+    again = node.serve("start", "--repo", str(node.repo), "--http-port", str(free_port()),
+                       "--grpc-port", str(free_port()), "--metrics-port", str(free_port()))
+    assert "already running" in error_line(again)
+
+
+def test_served_outputs_equal_the_engines(node):
+    import tritonclient.http as th
+
+    from agent.manifest import load_manifest
+    from agent.runtimes import load_runner
+    from agent.verify import random_batch
+
+    manifest = load_manifest(node.engines)
+    client = th.InferenceServerClient(node.url)
+    try:
+        for name in ("squeezenet1_1_onnx", "mobilenet_v3_small_onnx", "squeezenet1_1_torchscript"):
+            rec = manifest.engines[name]
+            x = random_batch(3, tuple(rec.inputs[0].shape[1:]))
+            inp = th.InferInput(rec.inputs[0].name, list(x.shape), "FP32")
+            inp.set_data_from_numpy(x)
+            served = client.infer(name, [inp]).as_numpy(rec.outputs[0].name)
+            expected = load_runner(rec, node.engines)(x)
+            assert served.shape == expected.shape == (3, 1000)
+            scale = np.abs(expected).max()
+            assert np.abs(served - expected).max() <= rec.verification.rtol * scale, name
+            assert (served.argmax(1) == expected.argmax(1)).all()
+    finally:
+        client.close()
+
+
+def test_bad_requests_get_clear_errors(node):
+    import tritonclient.http as th
+    from tritonclient.utils import InferenceServerException
+
+    client = th.InferenceServerClient(node.url)
+    try:
+        x = np.zeros((1, 3, 100, 100), np.float32)
+        inp = th.InferInput("input", list(x.shape), "FP32")
+        inp.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException, match="unexpected shape"):
+            client.infer("squeezenet1_1_onnx", [inp])
+        x = np.zeros((1, 3, 224, 224), np.int64)
+        inp = th.InferInput("input", list(x.shape), "INT64")
+        inp.set_data_from_numpy(x)
+        with pytest.raises(InferenceServerException, match="data-type is .INT64., but model .squeezenet1_1_onnx. expects .FP32."):
+            client.infer("squeezenet1_1_onnx", [inp])
+        with pytest.raises(InferenceServerException, match="broken_onnx"):
+            client.infer("broken_onnx", [inp])
+    finally:
+        client.close()
+
+
+def test_metrics_endpoint(node):
+    text = httpx.get(f"http://127.0.0.1:{node.ports[2]}/metrics", timeout=10).text
+    assert 'nv_inference_request_success{model="squeezenet1_1_onnx",version="1"}' in text
+    assert "nv_inference_request_duration_us" in text
+
+
+def test_served_benchmark_http_and_grpc(node):
+    out = node.root / "bench"
+    out.mkdir()
+    r = node.agent("bench", "--target", "triton", "--engines", str(node.engines), "--url", node.url,
+                   "--models", "squeezenet1_1", "--formats", "onnx", "--batch-sizes", "1",
+                   "--concurrency", "1,2", "--duration", "0.5", "--max-windows", "3", "--warmup", "2",
+                   "--json", str(out / "r.json"), "--csv", str(out / "r.csv"))
+    assert r.returncode == 0, r.stderr
+    doc = json.loads((out / "r.json").read_text())
+    assert doc["target"] == "triton" and doc["node"]["triton_version"] == "2.51.0"
+    assert [(x["triton_model"], x["concurrency"]) for x in doc["results"]] == [
+        ("squeezenet1_1_onnx", 1), ("squeezenet1_1_onnx", 2)]
+    for x in doc["results"]:
+        assert x["throughput_ips"] > 0 and x["latency_ms"]["p99"] >= x["latency_ms"]["p50"] > 0
+        assert x["server"]["request_count"] > 0 and x["server"]["compute_infer_us"] > 0
+    csv = (out / "r.csv").read_text().splitlines()
+    assert csv[0].startswith("Concurrency,Inferences/Second,") and len(csv) == 3
+    g = node.agent("bench", "--target", "triton", "--protocol", "grpc", "--engines", str(node.engines),
+                   "--url", f"127.0.0.1:{node.ports[1]}", "--models", "mobilenet_v3_small", "--formats", "onnx",
+                   "--batch-sizes", "2", "--concurrency", "2", "--iterations", "5", "--max-windows", "3",
+                   "--warmup", "1", "--json", str(out / "g.json"))
+    assert g.returncode == 0, g.stderr
+    res = json.loads((out / "g.json").read_text())["results"]
+    assert res[0]["protocol"] == "grpc" and res[0]["batch_size"] == 2
+    # not reachable / not served
+    assert "not reachable" in error_line(node.agent("serve", "status", "--url", f"127.0.0.1:{free_port()}"))
+    bad = node.agent("bench", "--target", "triton", "--engines", str(node.engines), "--url",
+                     f"127.0.0.1:{free_port()}", "--duration", "0.2")
+    assert "Triton" in error_line(bad)
+    line = error_line(node.agent("bench", "--target", "triton", "--engines", str(node.engines), "--url",
+                                 node.url, "--models", "resnet18", "--duration", "0.2"))
+    assert "serves no fp32 engine of resnet18" in line
+
+
+def test_reload_picks_up_a_changed_model_without_restart(node):
+    pid = node.pid()
+    r = node.agent("repo", "--engines", str(node.engines), "--repo", str(node.root / "r3"), "--models",
+                   "mobilenet_v3_small", "--formats", "onnx", "--instances", "2")
+    assert r.returncode == 0, r.stderr
+    shutil.rmtree(node.repo / "mobilenet_v3_small_onnx")
+    shutil.move(str(node.root / "r3" / "mobilenet_v3_small_onnx"), node.repo / "mobilenet_v3_small_onnx")
+    shutil.rmtree(node.repo / "broken_onnx")  # removed from the repository -> nothing to fail
+    r = node.serve("reload")
+    assert r.returncode == 0, r.stderr
+    out = " ".join(r.stdout.split())
+    assert "reloaded: mobilenet_v3_small_onnx;" in out
+    assert "unchanged: squeezenet1_1_onnx, squeezenet1_1_torchscript" in out
+    cfg = httpx.get(f"http://{node.url}/v2/models/mobilenet_v3_small_onnx/config", timeout=10).json()
+    assert cfg["instance_group"][0]["count"] == 2
+    assert node.pid() == pid and psutil.pid_exists(pid)
+    assert {m["name"] for m in node.status()["models"]} == {
+        "squeezenet1_1_onnx", "squeezenet1_1_torchscript", "mobilenet_v3_small_onnx"}
+
+
+def test_zz_stop_leaves_no_process(node):
+    pid = node.pid()
+    children = [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    assert children, "the python backend stubs run as children of tritonserver"
+    r = node.serve("stop")
+    assert r.returncode == 0, r.stderr
+    for p in [pid, *children]:
+        assert not psutil.pid_exists(p) or psutil.Process(p).status() == psutil.STATUS_ZOMBIE
+    assert not (node.state / "server.json").exists() and not (node.state / "tritonserver.pid").exists()
+    assert "no Triton server was started" in error_line(node.serve("stop"))
+
+
+def test_foreground_for_systemd(node, tmp_path):
+    """`serve start --foreground` execs tritonserver (what a systemd unit runs)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(node.repo / "squeezenet1_1_onnx", repo / "squeezenet1_1_onnx")
+    ports = [free_port(), free_port(), free_port()]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "serve", "start", "--foreground", "--repo", str(repo),
+         "--state-dir", str(tmp_path / "state"), "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
+         "--metrics-port", str(ports[2])],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **node.env})
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/models/squeezenet1_1_onnx/ready",
+                             timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "foreground server exited"
+            time.sleep(0.5)
+        else:
+            pytest.fail("foreground server not ready in 120 s")
+        assert psutil.Process(proc.pid).name() == "tritonserver"  # exec'd, not a child
+        assert not (tmp_path / "state" / "server.json").exists()
+        url = f"127.0.0.1:{ports[0]}"
+        st = run_cli("serve", "status", "--url", url, "--json", "--state-dir", str(tmp_path / "state"))
+        assert st.returncode == 0 and json.loads(st.stdout)["models"][0]["state"] == "READY"
+        rl = run_cli("serve", "reload", "--url", url, "--repo", str(repo), "--state-dir", str(tmp_path / "state"))
+        assert rl.returncode == 0, rl.stderr
+        assert "reloaded: squeezenet1_1_onnx" in " ".join(rl.stdout.split())
+    finally:
+        kids = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        psutil.wait_procs(kids, timeout=10)
+    assert proc.returncode is not None
+    assert not [p for p in tritonservers() if p.pid == proc.pid]
