@@ -82,5 +82,16 @@ empty :=
 space := $(empty) $(empty)
 json_list = [$(subst $(space),$(comma),$(strip $(patsubst %,"%",$(subst $(comma), ,$(1)))))]
 
+PA_VENV ?= .venv-pa
+
+# perf_analyzer 2.48.0 (ships in the tritonclient 2.48.0 wheel) in its own venv:
+# nvidia-pytriton needs tritonclient~=2.50 in .venv. Optional: the benchmark skips it if this fails.
+$(PA_VENV)/.installed:
+	$(PYTHON) -m venv $(PA_VENV)
+	$(PA_VENV)/bin/pip install -q 'tritonclient[http]==2.48.0' && touch $@ || echo "perf_analyzer not installed: bench-serving runs without it"
+
+bench-serving: venv $(PA_VENV)/.installed ## resnet18 bs1: in-process vs Triton-served throughput (conc 1,2,4), ratio, perf_analyzer
+	$(PY) benchmarks/bench_serving.py
+
 clean: ## remove build outputs (not .venv)
 	rm -rf out engines .pytest_cache
