@@ -22,7 +22,7 @@ DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
 .PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet \
-        molecule e2e lint provision configure bench report destroy clean
+        molecule node-image e2e lint provision configure bench report destroy clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -74,6 +74,12 @@ collector: venv ## run the fleet collector in the foreground (token from INFERFL
 
 report: venv ## fleet report (HTML, Markdown, CSV) from the collector
 	$(AGENT) fleet report --collector $(COLLECTOR_URL) --out $(REPORT_OUT) --format html,md,csv
+
+node-image: system-deps ## build (cached) the Podman image that plays a node: localhost/inferfleet-node:bookworm
+	CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf bash scripts/node-image.sh
+
+molecule: venv system-deps ## GPU-stack roles: ansible-lint, syntax, preflight failures, Molecule default + upgrade (podman)
+	$(PY) -m pytest tests/test_ansible_roles.py
 
 e2e: venv system-deps ## the whole fleet in Podman containers: provision-shaped inventory -> site -> bench -> report
 	$(PY) -m pytest -m e2e tests/test_e2e_fleet.py

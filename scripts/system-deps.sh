@@ -3,7 +3,7 @@
 # the e2e fleet, PostgreSQL for the collector tests. Idempotent and quiet.
 set -euo pipefail
 need=()
-for pkg in podman runc debootstrap postgresql uidmap slirp4netns; do
+for pkg in podman runc debootstrap postgresql uidmap slirp4netns gnupg; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
