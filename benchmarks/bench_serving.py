@@ -52,7 +52,8 @@ def perf_analyzer(pa_venv: Path, port: int, concurrency: list[int], workdir: Pat
     out = workdir / "perf_analyzer.csv"
     cmd = [str(binary), "-m", ENGINE, "-u", f"127.0.0.1:{port}", "-i", "http", "-b", "1",
            "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:1", "--measurement-interval", "3000",
-           "-f", str(out)]
+           # on a shared 2-core machine perf_analyzer's default 10% / 10 trials often never settles
+           "--stability-percentage", "25", "--max-trials", "8", "-f", str(out)]
     console.print("[dim]" + " ".join(cmd) + "[/]")
     try:
         r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
