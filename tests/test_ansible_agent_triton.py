@@ -1,0 +1,300 @@
+"""The `agent` and `triton` Ansible roles on a real node container.
+
+A Podman container of the project's node image (scripts/node-image.sh: Debian
+12, systemd as PID 1) plays the node; Ansible reaches it with the
+containers.podman connection. The roles install the agent wheel built here
+(`pip wheel --no-deps`) into a virtualenv on the node — torch and friends come
+from this machine's local wheel indexes, bind-mounted read-only at the same
+paths — write its config and token file, and run Triton (native mode: the
+tritonserver bundled in nvidia-pytriton) under systemd serving a tiny
+python-backend model. Checks: second converge changes nothing, files and modes,
+the agent CLI and a real inference inside the node, a config change restarts
+Triton and nothing else, bad input fails before anything is touched.
+
+GPU behaviour (container mode with the NGC image, --gpus all) is verified on
+real nodes only."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ansible, pytest.mark.slow, pytest.mark.triton]
+
+ROOT = Path(__file__).resolve().parents[1]
+HERE = ROOT / "tests" / "ansible" / "agent_triton"
+VENV_BIN = Path(sys.executable).parent
+CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
+TOKEN = "b4-test-token-" + uuid.uuid4().hex[:12]
+STACK = {"cuda_version": "12.6.2", "tensorrt_version": "10.5.0.18", "triton_version": "2.51.0"}
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
+        CONTAINERS_CONF=str(CONTAINERS_CONF),
+        ANSIBLE_ROLES_PATH=str(ROOT / "ansible" / "roles"),
+        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_RETRY_FILES_ENABLED="0",
+        ANSIBLE_LOCAL_TEMP="/tmp/.ansible-b4-local",
+    )
+    env.pop("INFERFLEET_COLLECTOR_TOKEN", None)
+    env.update(extra or {})
+    return env
+
+
+def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
+                          check=check, env=_env())
+
+
+def local_pip_sources() -> tuple[list[str], list[str], list[str]]:
+    """(find-links dirs, file:// extra index URLs, host dirs to mount) from this machine's pip config."""
+    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
+                         text=True, timeout=60).stdout
+    find_links: list[str] = []
+    indexes: list[str] = []
+    for line in out.splitlines():
+        key, _, value = line.partition("=")
+        value = value.strip().strip("'\"")
+        if key.endswith(".find-links"):
+            find_links += [v for v in value.split() if Path(v).is_dir()]
+        elif key.endswith(".extra-index-url") or key.endswith(".index-url"):
+            indexes += [v for v in value.split() if v.startswith("file://") and Path(v[7:]).is_dir()]
+    find_links, indexes = list(dict.fromkeys(find_links)), list(dict.fromkeys(indexes))
+    mounts = list(dict.fromkeys(
+        [*find_links, *(str(Path(u[7:]).parent) if u.rstrip("/").endswith("/simple") else u[7:]
+                        for u in indexes)]))
+    return find_links, indexes, mounts
+
+
+class Node:
+    def __init__(self, name: str, workdir: Path, base_vars: dict) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.base_vars = base_vars
+        self.inventory = workdir / "hosts.yml"
+        self.inventory.write_text(json.dumps({"all": {"children": {"inferfleet_nodes": {"hosts": {name: {
+            "ansible_connection": "containers.podman.podman",
+            "ansible_python_interpreter": "/usr/bin/python3",
+        }}}}}}))
+
+    def sh(self, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+        return podman("exec", self.name, "bash", "-c", cmd, check=check, timeout=timeout)
+
+    def converge(self, extra_vars: dict | None = None, token: str | None = TOKEN,
+                 timeout: float = 480) -> tuple[int, dict, str]:
+        """Run the playbook; (rc, ansible.posix.json document, raw output)."""
+        vars_file = self.workdir / f"vars-{uuid.uuid4().hex[:6]}.json"
+        vars_file.write_text(json.dumps({**self.base_vars, **(extra_vars or {})}))
+        cfg = self.workdir / "ansible.cfg"  # this machine's ansible settings stay out
+        cfg.write_text("[defaults]\n")
+        env = _env({"ANSIBLE_CONFIG": str(cfg), **({"INFERFLEET_COLLECTOR_TOKEN": token} if token else {})})
+        p = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), "-e", f"@{vars_file}",
+             str(HERE / "converge.yml")],
+            capture_output=True, text=True, timeout=timeout, env=env, cwd=self.workdir)
+        raw = p.stdout + p.stderr
+        start = p.stdout.find("{")
+        try:
+            doc = json.loads(p.stdout[start:]) if start >= 0 else {}
+        except ValueError:
+            doc = {}
+        return p.returncode, doc, raw
+
+    def changed_tasks(self, doc: dict) -> list[str]:
+        names = []
+        for play in doc.get("plays", []):
+            for task in play.get("tasks", []):
+                result = task.get("hosts", {}).get(self.name, {})
+                if result.get("changed"):
+                    names.append(task["task"]["name"])
+        return names
+
+    def stats(self, doc: dict) -> dict:
+        return doc.get("stats", {}).get(self.name, {})
+
+    def triton_invocation(self) -> str:
+        return self.sh("systemctl show -p InvocationID --value inferfleet-triton").stdout.strip()
+
+
+def _failure(raw: str, limit: int = 4000) -> str:
+    return raw[-limit:]
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory: pytest.TempPathFactory):
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (make system-deps installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("the node container needs root podman (debootstrap image, systemd inside)")
+    workdir = tmp_path_factory.mktemp("agent-triton")
+    image = subprocess.run(["bash", str(ROOT / "scripts" / "node-image.sh")], capture_output=True,
+                           text=True, timeout=900, env=_env())
+    assert image.returncode == 0, image.stdout + image.stderr
+    image_name = subprocess.run(["bash", str(ROOT / "scripts" / "node-image.sh"), "--print-name"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+
+    dist = workdir / "dist"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "-q", "-w", str(dist), str(ROOT)],
+                           capture_output=True, text=True, timeout=300, env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
+    assert build.returncode == 0, build.stderr
+    wheel = next(dist.glob("inferfleet-*.whl"))
+
+    find_links, indexes, mounts = local_pip_sources()
+    name = f"inferfleet-b4-{uuid.uuid4().hex[:8]}"
+    run = ["run", "-d", "--name", name, "--hostname", "node1", "--systemd=always"]
+    for m in mounts:
+        run += ["-v", f"{m}:{m}:ro"]
+    # this machine reaches PyPI through a TLS proxy: the node trusts what the host trusts
+    ca_bundle = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
+    if Path(ca_bundle).is_file():
+        run += ["-v", f"{ca_bundle}:/etc/inferfleet-test/ca-bundle.crt:ro"]
+    podman(*run, image_name, "/sbin/init")
+    try:
+        podman("exec", name, "bash", "-c",
+               "for i in $(seq 60); do s=$(systemctl is-system-running 2>/dev/null || true);"
+               " case $s in running|degraded) exit 0;; esac; sleep 1; done; exit 1", timeout=90)
+        # the model Triton serves: written into the repository before the converge
+        podman("exec", name, "mkdir", "-p", "/var/lib/inferfleet/triton-repo")
+        podman("cp", str(HERE / "identity"), f"{name}:/var/lib/inferfleet/triton-repo/identity")
+        # what the GPU-stack roles record after installing (preflight record.yml)
+        podman("exec", name, "bash", "-c", f"mkdir -p /etc/inferfleet && echo '{json.dumps(STACK)}' > /etc/inferfleet/stack.json")
+        base_vars = {
+            "agent_wheel": str(wheel),
+            "agent_pip_find_links": find_links,
+            "agent_pip_extra_index_urls": indexes,
+            "agent_pip_ca_bundle": "/etc/inferfleet-test/ca-bundle.crt" if Path(ca_bundle).is_file() else "",
+            "agent_collector_url": "http://127.0.0.1:9/",
+            "agent_cloud": "test",
+            "agent_region": "local",
+            "agent_instance_type": "podman",
+            "agent_price_per_hour": 0.42,
+            "agent_labels": {"role": "molecule", "gpu": "none"},
+            "agent_triton_version": "2.51.0",
+            "agent_bench_timer_enabled": True,
+            "triton_health_models": ["identity"],
+        }
+        yield Node(name, workdir, base_vars)
+    finally:
+        podman("rm", "-f", "-t", "5", name, check=False, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def converged(node: Node) -> Node:
+    rc, doc, raw = node.converge()
+    assert rc == 0, _failure(raw)
+    assert node.stats(doc).get("changed", 0) > 0
+    assert TOKEN not in raw, "the collector token leaked into Ansible's output"
+    return node
+
+
+def test_second_converge_changes_nothing(converged: Node) -> None:
+    rc, doc, raw = converged.converge()
+    assert rc == 0, _failure(raw)
+    assert converged.changed_tasks(doc) == []
+    assert converged.stats(doc)["changed"] == 0
+    assert TOKEN not in raw
+
+
+def test_agent_installed_and_configured(converged: Node) -> None:
+    n = converged
+    assert n.sh("agent version").stdout.strip()  # the CLI on PATH runs
+    assert n.sh("/opt/inferfleet/venv/bin/python -c 'import torch, onnxruntime, pytriton; print(torch.__version__)'"
+                ).stdout.startswith("2.14.1")
+    modes = n.sh("stat -c '%n %a %U' /etc/inferfleet/agent.toml /etc/inferfleet/agent.env "
+                 "/usr/local/sbin/inferfleet-agent /var/lib/inferfleet").stdout.split("\n")
+    assert modes[:4] == [
+        "/etc/inferfleet/agent.toml 644 root",
+        "/etc/inferfleet/agent.env 600 root",
+        "/usr/local/sbin/inferfleet-agent 750 root",
+        "/var/lib/inferfleet 750 inferfleet",
+    ]
+    toml = n.sh("cat /etc/inferfleet/agent.toml").stdout
+    assert TOKEN not in toml
+    assert 'collector_url = "http://127.0.0.1:9/"' in toml
+    assert "price_per_hour = 0.42" in toml
+    assert '"role" = "molecule"' in toml
+    assert f"INFERFLEET_COLLECTOR_TOKEN='{TOKEN}'" in n.sh("cat /etc/inferfleet/agent.env").stdout
+    # the agent reads that config: the node identity it reports comes from it
+    cfg = n.sh("/usr/local/sbin/inferfleet-agent version && INFERFLEET_CONFIG=/etc/inferfleet/agent.toml "
+               "/opt/inferfleet/venv/bin/python -c 'from agent.config import load_config; c = load_config();"
+               " print(c.node_name, c.cloud, c.price_per_hour, c.labels[\"role\"], c.spool_dir)'").stdout.split("\n")
+    assert cfg[1].split() == [n.name, "test", "0.42", "molecule", "/var/lib/inferfleet/spool"]
+    # the stack the engines were built against (stack.json is the GPU-stack roles')
+    assert json.loads(n.sh("cat /var/lib/inferfleet/toolchain-stack.json").stdout) == STACK
+    assert n.sh("systemctl is-active inferfleet-bench.timer").stdout.strip() == "active"
+    assert n.sh("systemctl is-enabled inferfleet-bench.timer").stdout.strip() == "enabled"
+
+
+def test_triton_serves_inside_the_node(converged: Node) -> None:
+    n = converged
+    assert n.sh("systemctl is-active inferfleet-triton").stdout.strip() == "active"
+    assert n.sh("systemctl show -p User --value inferfleet-triton").stdout.strip() == "inferfleet"
+    code = n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/v2/health/ready").stdout
+    assert code == "200"
+    body = json.dumps({"inputs": [{"name": "INPUT0", "shape": [1, 4], "datatype": "FP32",
+                                   "data": [1.5, -2.0, 3.25, 0.0]}]})
+    out = n.sh(f"curl -sf -X POST -H 'Content-Type: application/json' -d '{body}' "
+               "http://127.0.0.1:8000/v2/models/identity/infer").stdout
+    assert json.loads(out)["outputs"][0]["data"] == [1.5, -2.0, 3.25, 0.0]
+    # ports bound to the configured address only (127.0.0.1 by default)
+    listen = n.sh("ss -Hltn 'sport = :8000'").stdout
+    assert "127.0.0.1:8000" in listen and "0.0.0.0:8000" not in listen
+
+
+def test_config_change_restarts_triton_and_nothing_else(converged: Node) -> None:
+    n = converged
+    before = n.triton_invocation()
+    rc, doc, raw = n.converge({"triton_http_port": 8010})
+    assert rc == 0, _failure(raw)
+    assert n.changed_tasks(doc) == ["Install the Triton systemd unit", "Restart Triton"]
+    assert n.triton_invocation() != before
+    code = n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8010/v2/health/ready").stdout
+    assert code == "200"
+
+
+def test_toolchain_change_restarts_triton(converged: Node) -> None:
+    """A new TensorRT in stack.json (what a matrix bump makes the stack roles
+    record) is a toolchain change: engines rebuilt (none configured here),
+    Triton restarted and healthy, nothing else touched."""
+    n = converged
+    before = n.triton_invocation()
+    n.sh("sed -i 's/10.5.0.18/10.7.0.23/' /etc/inferfleet/stack.json")
+    rc, doc, raw = n.converge({"triton_http_port": 8010})
+    assert rc == 0, _failure(raw)
+    assert n.changed_tasks(doc) == ["Compare the stack with the one the engines were built against",
+                                    "Restart Triton"]
+    assert n.triton_invocation() != before
+    assert "10.7.0.23" in n.sh("cat /var/lib/inferfleet/toolchain-stack.json").stdout
+
+
+@pytest.mark.parametrize(
+    ("extra", "token", "message"),
+    [
+        ({}, None, "no collector token was given"),
+        ({"agent_pip_extra_index_urls": ["http://127.0.0.1:9/simple"]}, TOKEN,
+         "the pip index http://127.0.0.1:9/simple is not reachable"),
+        ({"triton_http_port": 8001}, TOKEN, "the three ports distinct"),
+    ],
+    ids=["missing-token", "unreachable-mirror", "port-clash"],
+)
+def test_bad_input_fails_before_touching_the_node(converged: Node, extra: dict, token: str | None,
+                                                  message: str) -> None:
+    n = converged
+    before = n.triton_invocation()
+    rc, doc, raw = n.converge(extra, token=token, timeout=240)
+    assert rc != 0
+    assert message in raw, _failure(raw)
+    assert n.stats(doc).get("changed", 0) == 0
+    assert n.triton_invocation() == before
