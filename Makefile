@@ -48,6 +48,9 @@ demo: venv ## build, verify and benchmark a few small models on this machine
 bench-local: venv ## speedup of the best engine over eager (resnet18/50, mobilenet_v3_small, squeezenet1_1)
 	$(PY) benchmarks/bench_local.py
 
+bench-fleet: venv ## fleet report at scale: 1,000 nodes x 31 models x 4 backends x 3 batch sizes (generate + render time)
+	$(PY) benchmarks/bench_fleet_report.py
+
 # ---------------------------------------------------------------- the fleet flow
 # make provision -> make configure -> make bench -> make report -> make destroy
 # Settings: fleet.env (see fleet.env.example); secrets from the environment.

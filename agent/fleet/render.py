@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import asdict, fields
+from dataclasses import fields
+from operator import attrgetter, itemgetter
 from pathlib import Path
 
 from agent.fleet.data import Comparison, Report, Row
@@ -37,40 +38,49 @@ def _money(x) -> str:  # noqa: ANN001
     return "–" if x is None else f"${x:,.3f}" if x < 10 else f"${x:,.2f}"
 
 
-def _csv(rows: list[dict], columns: list[str]) -> str:
+def _cell(v) -> object:  # noqa: ANN001
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def _csv(records, columns: list[str], get) -> str:  # noqa: ANN001
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else ("" if v is None else v)) for k, v in r.items()})
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    w.writerows([_cell(v) for v in get(rec)] for rec in records)
     return buf.getvalue()
 
 
 def csv_files(report: Report) -> dict[str, str]:
     row_cols = [f.name for f in fields(Row)]
     cmp_cols = [f.name for f in fields(Comparison)]
+    best_cols = ["model", "criterion", "node", "gpu", "backend", "precision", "batch_size", "concurrency",
+                 "throughput_ips", "p99_ms", "cost_per_million", "note"]
+    gpu_cols = list(report.by_gpu[0]) if report.by_gpu else ["model"]
     return {
-        "results.csv": _csv([asdict(r) for r in report.rows], row_cols),
-        "by_gpu.csv": _csv(report.by_gpu, list(report.by_gpu[0]) if report.by_gpu else ["model"]),
-        "best.csv": _csv(report.best, ["model", "criterion", "node", "gpu", "backend", "precision",
-                                       "batch_size", "concurrency", "throughput_ips", "p99_ms",
-                                       "cost_per_million", "note"]),
-        "comparison.csv": _csv([asdict(c) for c in report.comparisons], cmp_cols),
+        "results.csv": _csv(report.rows, row_cols, attrgetter(*row_cols)),
+        "by_gpu.csv": _csv(report.by_gpu, gpu_cols, itemgetter(*gpu_cols)),
+        "best.csv": _csv(report.best, best_cols, itemgetter(*best_cols)),
+        "comparison.csv": _csv(report.comparisons, cmp_cols, attrgetter(*cmp_cols)),
     }
 
 
 def context(report: Report, with_plots: bool) -> dict:
-    from agent.fleet.plots import model_figure
+    from agent.fleet.plots import model_figures
 
     detail = len(report.nodes) <= MAX_NODES_DETAIL
-    models = []
     by_gpu: dict[str, list[dict]] = {}
     for g in report.by_gpu:
         by_gpu.setdefault(g["model"], []).append(g)
-    for m in report.models:
-        rows = report.rows_for(m)
-        models.append({"name": m, "rows": rows if detail else [], "by_gpu": by_gpu.get(m, []),
-                       "figure": model_figure(m, rows) if with_plots else None})
+    rows_by_model: dict[str, list[Row]] = {}
+    for r in report.rows:
+        rows_by_model.setdefault(r.model, []).append(r)
+    figures = model_figures(rows_by_model) if with_plots else {}
+    models = [{"name": m, "rows": rows_by_model[m] if detail else [], "by_gpu": by_gpu.get(m, []),
+               "figure": figures.get(m)} for m in report.models]
     flagged = [c for c in report.comparisons if c.flag != "unchanged"]
     return {"r": report, "models": models, "detail": detail, "max_nodes_detail": MAX_NODES_DETAIL,
             "fmt": _fmt, "money": _money, "csv_files": CSV_FILES,
