@@ -86,6 +86,7 @@ class Node:
         self.inventory.write_text(json.dumps({"all": {"children": {"inferfleet_nodes": {"hosts": {name: {
             "ansible_connection": "containers.podman.podman",
             "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_become": False,  # podman exec is root already: sudo would only cost time
         }}}}}}))
 
     def sh(self, cmd: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -109,7 +110,22 @@ class Node:
             doc = json.loads(p.stdout[start:]) if start >= 0 else {}
         except ValueError:
             doc = {}
+        self.report_durations(doc)
         return p.returncode, doc, raw
+
+    def report_durations(self, doc: dict, top: int = 5) -> None:
+        rows = []
+        for play in doc.get("plays", []):
+            for task in play.get("tasks", []):
+                d = task["task"].get("duration", {})
+                if d.get("start") and d.get("end"):
+                    from datetime import datetime
+
+                    t = (datetime.fromisoformat(d["end"].rstrip("Z")) - datetime.fromisoformat(d["start"].rstrip("Z")))
+                    rows.append((t.total_seconds(), task["task"]["name"]))
+        total = sum(r[0] for r in rows)
+        slow = ", ".join(f"{name} {sec:.0f}s" for sec, name in sorted(rows, reverse=True)[:top])
+        print(f"\nconverge: {len(rows)} tasks, {total:.0f} s; slowest: {slow}")
 
     def changed_tasks(self, doc: dict) -> list[str]:
         names = []
@@ -258,7 +274,7 @@ def test_config_change_restarts_triton_and_nothing_else(converged: Node) -> None
     before = n.triton_invocation()
     rc, doc, raw = n.converge({"triton_http_port": 8010})
     assert rc == 0, _failure(raw)
-    assert n.changed_tasks(doc) == ["Install the Triton systemd unit", "Restart Triton"]
+    assert n.changed_tasks(doc) == ["triton : Install the Triton systemd unit", "triton : Restart Triton"]
     assert n.triton_invocation() != before
     code = n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8010/v2/health/ready").stdout
     assert code == "200"
@@ -273,10 +289,12 @@ def test_toolchain_change_restarts_triton(converged: Node) -> None:
     n.sh("sed -i 's/10.5.0.18/10.7.0.23/' /etc/inferfleet/stack.json")
     rc, doc, raw = n.converge({"triton_http_port": 8010})
     assert rc == 0, _failure(raw)
-    assert n.changed_tasks(doc) == ["Compare the stack with the one the engines were built against",
-                                    "Restart Triton"]
+    assert n.changed_tasks(doc) == ["agent : Compare the stack with the one the engines were built against",
+                                    "triton : Restart Triton"]
     assert n.triton_invocation() != before
     assert "10.7.0.23" in n.sh("cat /var/lib/inferfleet/toolchain-stack.json").stdout
+    code = n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8010/v2/health/ready").stdout
+    assert code == "200"
 
 
 @pytest.mark.parametrize(
