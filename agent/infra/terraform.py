@@ -89,10 +89,11 @@ class Terraform:
             raise AgentError(f"terraform {what} failed: {first_error(result.error, result.value if isinstance(result.value, str) else '')}")
 
     # -- commands ----------------------------------------------------------
-    def init(self) -> None:
+    def init(self, backend: bool = True) -> None:
+        """``terraform init``; ``backend=False`` for a module without a backend block."""
         with self.environment():
             backend_config = self.backend_config
-            if self.uses_local_state():
+            if backend and self.uses_local_state():
                 backend_config = [f"path={self.state_path}"]
             r = self.tf.init(backend_config=backend_config, reconfigure=True)
         self._check("init", r)
@@ -130,7 +131,7 @@ class Terraform:
 
     def destroy(self) -> None:
         with self.environment():
-            r = self.tf.destroy(json=False, var_files=[str(self.vars_file)])
+            r = self.tf.destroy(json=False, var_file=[str(self.vars_file)])
         self._check("destroy", r)
 
     def test(self) -> tuple[int, str]:

@@ -75,7 +75,7 @@ resource "aws_vpc_security_group_ingress_rule" "collector" {
   tags                         = local.tags
 }
 
-# checkov:skip=CKV_AWS_382: nodes must reach apt, PyPI and NGC to install the stack; egress is not an exposure of the node
+# Outbound is open: nodes install the stack from apt, PyPI and NGC and push to the collector.
 resource "aws_vpc_security_group_egress_rule" "all" {
   security_group_id = aws_security_group.nodes.id
   description       = "outbound: package mirrors, container registries, the collector"
@@ -85,6 +85,8 @@ resource "aws_vpc_security_group_egress_rule" "all" {
 }
 
 resource "aws_instance" "node" {
+  # checkov:skip=CKV_AWS_88: Ansible reaches the nodes over SSH; the public IP is filtered by the security group (admin_cidrs only, Triton closed by default)
+  # checkov:skip=CKV2_AWS_41: the nodes call no AWS API, so an instance role would only hand out credentials nobody needs
   count                       = var.node_count
   ami                         = local.ami_id
   instance_type               = var.instance_type
