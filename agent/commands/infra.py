@@ -17,7 +17,7 @@ from agent.ui import console, console_err, parse_csv
 
 app = typer.Typer(no_args_is_help=True, help="Provision GPU nodes (Terraform) and render the Ansible inventory.")
 
-DEFAULT_INVENTORY = Path(".state/inventory.yml")
+DEFAULT_INVENTORY = Path("out/inventory.yml")
 
 Cloud = Annotated[str, typer.Option("--cloud", help="genesiscloud (default) or aws.")]
 NodeCount = Annotated[int, typer.Option("--node-count", "-n", help="Number of GPU nodes.")]
