@@ -43,7 +43,8 @@ test: venv system-deps checkov ## the whole test suite (what CI runs)
 
 demo: venv ## build, verify and benchmark a few small models on this machine
 	$(AGENT) build-engines --models $(DEMO_MODELS) --out $(DEMO_OUT)/engines
-	$(AGENT) bench --models $(DEMO_MODELS) --engines $(DEMO_OUT)/engines --batch-sizes 1,8 --json $(DEMO_OUT)/bench.json
+	$(AGENT) bench --models $(DEMO_MODELS) --engines $(DEMO_OUT)/engines --batch-sizes 1,8 \
+	    --warmup 3 --duration 0.5 --max-windows 6 --json $(DEMO_OUT)/bench.json
 
 bench-local: venv ## speedup of the best engine over eager (resnet18/50, mobilenet_v3_small, squeezenet1_1)
 	$(PY) benchmarks/bench_local.py

@@ -189,7 +189,11 @@ def load_runner(record: EngineRecord, engines_dir: Path, device: str = "cpu",
         if record.format == "torchscript":
             import torch
 
-            module = torch.jit.load(str(path), map_location=device).eval()
+            import warnings
+
+            with warnings.catch_warnings():  # "TorchScript is deprecated": still served by Triton
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location=device).eval()
             return TorchRunner(module, record.name, record.max_batch, shape, device,
                                fmt="torchscript")
         if record.format == "onnx":
