@@ -173,3 +173,21 @@ def test_sigkill_mid_build_leaves_nothing_that_looks_good(tmp_path):
     m = load_manifest(out)
     assert len(m.engines) == 4 and all(check_files(r, out) is None for r in m.engines.values())
     _no_temporaries(out)
+
+
+def test_build_key_changes_with_every_input_that_shapes_the_artifact():
+    from agent.manifest import build_key
+    from agent.schema import ToolVersions
+
+    base = dict(model="resnet18", fmt="onnx", precision="fp32", max_batch=8, opset=17,
+                onnx_exporter="legacy", workspace_mb=2048, pretrained=False, seed=1,
+                exporter_version="1", tools=ToolVersions(torch="2.14.1", onnx="1.23.2"))
+    k = build_key(**base)
+    assert k == build_key(**base)
+    for change in ({"max_batch": 16}, {"opset": 18}, {"precision": "fp16"}, {"pretrained": True},
+                   {"onnx_exporter": "dynamo"}, {"exporter_version": "2"},
+                   {"tools": ToolVersions(torch="2.15.0", onnx="1.23.2")},
+                   {"tools": ToolVersions(torch="2.14.1", onnx="1.24.0")}):
+        assert build_key(**{**base, **change}) != k, change
+    # the TensorRT workspace does not change an ONNX file
+    assert build_key(**{**base, "workspace_mb": 1024}) == k
