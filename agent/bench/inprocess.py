@@ -7,7 +7,7 @@ in windows repeated until stable (:mod:`agent.bench.measure`). On a GPU the
 input is placed on the device once and every request is CUDA-synchronised.
 
 Memory: ``peak_host_mem_mb`` is the peak resident set size (RSS) of this
-process, sampled with psutil every 5 ms from loading the engine to the end of
+process, sampled with psutil every 20 ms from loading the engine to the end of
 its last batch size; it therefore includes the interpreter and libraries
 already loaded (compare formats with each other, not with zero).
 ``peak_gpu_mem_mb`` is ``torch.cuda.max_memory_allocated`` (PyTorch's
@@ -36,7 +36,7 @@ INPROCESS_FORMATS: tuple[str, ...] = ("eager", "torchscript", "onnx", "tensorrt"
 class PeakRSS:
     """Sample this process's RSS in a thread; ``peak_mb`` after ``stop()``."""
 
-    def __init__(self, interval_s: float = 0.005) -> None:
+    def __init__(self, interval_s: float = 0.02) -> None:
         self.proc = psutil.Process()
         self.interval = interval_s
         self.peak = self.proc.memory_info().rss
