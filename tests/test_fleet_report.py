@@ -206,3 +206,23 @@ def test_cost_per_million_formula():
     assert cost_per_million(3.6, 1000.0) == pytest.approx(1.0)  # $3.60/h at 1000/s: $1 per million
     assert cost_per_million(None, 10.0) is None
     assert cost_per_million(1.0, 0.0) is None
+
+
+def test_served_results_are_their_own_backend(tmp_path):
+    """The same engine measured in-process and through Triton gives two rows
+    (``onnx`` and ``triton-onnx``): the newer never hides the other."""
+    from agent.fleet.data import build_report
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    migrate(engine)
+    node = make_node(0)
+    local = make_document(node, ("resnet18",), ("eager", "onnx"), (1,), created_at=T0, seed=1)
+    served = make_document(node, ("resnet18",), ("onnx",), (1,), created_at=T0 + timedelta(minutes=1),
+                           seed=2, target="triton")
+    assert ingest_many(engine, [local, served]) == 2
+    rows = {r.backend: r for r in build_report(engine).rows}
+    assert set(rows) == {"eager", "onnx", "triton-onnx"}
+    assert rows["onnx"].run_id == local.id and rows["triton-onnx"].run_id == served.id
+    assert rows["triton-onnx"].throughput_ips == pytest.approx(served.results[0].throughput_ips)
+    assert rows["triton-onnx"].speedup_vs_eager == pytest.approx(
+        served.results[0].throughput_ips / local.results[0].throughput_ips)

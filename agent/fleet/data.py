@@ -95,21 +95,25 @@ def pct(before: float, after: float) -> float:
     return (after - before) / before * 100.0 if before else float("inf")
 
 
+# A result served through Triton is its own backend ("triton-onnx"), so the
+# newest in-process and served measurements of one engine never hide each other.
 LATEST_SQL = """
 WITH latest AS (
-  SELECT r.run_id, r.node_name, r.model, r.format, r.precision, r.batch_size, r.concurrency,
+  SELECT r.run_id, r.node_name, r.model, r.backend, r.precision, r.batch_size, r.concurrency,
          r.throughput_ips, r.p50_ms, r.p99_ms, r.stable, r.created_at,
          ROW_NUMBER() OVER (
-           PARTITION BY r.node_name, r.model, r.format, r.precision, r.batch_size, r.concurrency
+           PARTITION BY r.node_name, r.model, r.backend, r.precision, r.batch_size, r.concurrency
            ORDER BY r.created_at DESC, r.id DESC) AS rn
-  FROM results r {where}
+  FROM (SELECT res.*, CASE WHEN ru0.target = 'triton' THEN 'triton-' || res.format
+                           ELSE res.format END AS backend
+        FROM results res JOIN runs ru0 ON ru0.id = res.run_id) r {where}
 )
 SELECT l.node_name, COALESCE(ru.gpu_name, 'cpu'), COALESCE(ru.instance_type, ''), ru.price_per_hour,
-       l.model, l.format, l.precision, l.batch_size, l.concurrency, l.throughput_ips, l.p50_ms,
+       l.model, l.backend, l.precision, l.batch_size, l.concurrency, l.throughput_ips, l.p50_ms,
        l.p99_ms, l.stable, l.run_id, l.created_at, ru.stack
 FROM latest l JOIN runs ru ON ru.id = l.run_id
 WHERE l.rn = 1
-ORDER BY l.model, 2, l.node_name, l.format, l.precision, l.batch_size, l.concurrency
+ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concurrency
 """
 
 

@@ -85,7 +85,8 @@ def make_result(model: str, fmt: str, batch: int, concurrency: int, speed: float
 
 def make_document(node: NodeFacts, models=("resnet18",), formats=tuple(BACKEND_SPEEDUP),  # noqa: ANN001
                   batch_sizes=(1, 8), concurrencies=(1,), created_at: datetime | None = None,
-                  seed: int = 0, speed: float | None = None, doc_id: str | None = None) -> ResultDocument:
+                  seed: int = 0, speed: float | None = None, doc_id: str | None = None,
+                  target: str = "inprocess") -> ResultDocument:
     rng = random.Random(f"{node.node_name}-{seed}")
     speed = gpu_of(node).speed * rng.uniform(0.95, 1.05) if speed is None else speed
     results = [make_result(m, f, b, c, speed, rng)
@@ -96,7 +97,7 @@ def make_document(node: NodeFacts, models=("resnet18",), formats=tuple(BACKEND_S
         r.speedup_vs_eager = r.throughput_ips / eager.throughput_ips if eager else None
     extra = {"id": doc_id} if doc_id else {}
     return ResultDocument(
-        created_at=created_at or datetime.now(UTC), target="triton", node=node,
+        created_at=created_at or datetime.now(UTC), target=target, node=node,
         settings=BenchSettings(warmup=5, window_seconds=1.0, stability_pct=10.0, max_windows=8),
         results=results, **extra,
     )
