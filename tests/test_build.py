@@ -191,3 +191,24 @@ def test_build_key_changes_with_every_input_that_shapes_the_artifact():
         assert build_key(**{**base, **change}) != k, change
     # the TensorRT workspace does not change an ONNX file
     assert build_key(**{**base, "workspace_mb": 1024}) == k
+
+
+def test_tensorrt_engine_builds_verifies_and_reuses_the_timing_cache(tmp_path):
+    from agent.exporters import tensorrt_status
+
+    ok, why = tensorrt_status()
+    if not ok:
+        pytest.skip(f"TensorRT build not run on this node: {why}")
+    out = tmp_path / "engines"
+    opts = dict(models=["squeezenet1_1"], formats=["tensorrt"], out=out, max_batch=4)
+    outcomes = run_build(BuildOptions(**opts), show=False)
+    assert failures_error(outcomes) is None
+    rec = load_manifest(out).engines["squeezenet1_1_tensorrt"]
+    assert rec.ok and rec.device == "cuda" and rec.tools.tensorrt and rec.tools.gpu_compute_capability
+    assert next(iter(rec.files)).endswith("model.plan")
+    assert (out / ".cache" / "tensorrt-timing.cache").stat().st_size > 0
+    x = random_batch(3, (3, 224, 224), seed=5)
+    ref = eager_runner("squeezenet1_1", device="cuda")(x)
+    got = load_runner(rec, out)(x)
+    assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-3
+    assert [o.status for o in run_build(BuildOptions(**opts), show=False)] == ["cached"]
