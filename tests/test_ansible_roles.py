@@ -237,6 +237,9 @@ def test_molecule_upgrade_by_rerun(node):
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(os.environ.get("INFERFLEET_TEST_DOWNGRADE") != "1",
+                    reason="one more full converge (~2 min) beyond make test's time budget for these roles: "
+                           "set INFERFLEET_TEST_DOWNGRADE=1 (passed when run: 130 s)")
 def test_molecule_downgrade_by_rerun(node):
     """Rerunning the 24.10 converge after the upgrade moves the packages back down."""
     _ok(node["converge"])
