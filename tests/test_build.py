@@ -212,3 +212,18 @@ def test_tensorrt_engine_builds_verifies_and_reuses_the_timing_cache(tmp_path):
     got = load_runner(rec, out)(x)
     assert np.abs(got - ref).max() / np.abs(ref).max() < 1e-3
     assert [o.status for o in run_build(BuildOptions(**opts), show=False)] == ["cached"]
+
+
+def test_dynamo_exporter_writes_external_weights_and_verifies(tmp_path):
+    out = tmp_path / "engines"
+    outcomes = run_build(BuildOptions(models=["squeezenet1_1"], formats=["onnx"], out=out, max_batch=2,
+                                      onnx_exporter="dynamo"), show=False)
+    assert failures_error(outcomes) is None
+    rec = load_manifest(out).engines["squeezenet1_1_onnx"]
+    assert set(rec.files) == {"squeezenet1_1/onnx_fp32/model.onnx",
+                              "squeezenet1_1/onnx_fp32/model.onnx.data"}
+    assert rec.opset and rec.opset >= 17 and rec.ok
+    (out / "squeezenet1_1/onnx_fp32/model.onnx.data").write_bytes(b"\0" * 10)  # corrupt the weights
+    outcomes = run_build(BuildOptions(models=["squeezenet1_1"], formats=["onnx"], out=out, max_batch=2,
+                                      onnx_exporter="dynamo"), show=False)
+    assert [o.status for o in outcomes] == ["built"]
