@@ -269,32 +269,27 @@ def test_triton_serves_inside_the_node(converged: Node) -> None:
     assert "127.0.0.1:8000" in listen and "0.0.0.0:8000" not in listen
 
 
-def test_config_change_restarts_triton_and_nothing_else(converged: Node) -> None:
-    n = converged
-    before = n.triton_invocation()
-    rc, doc, raw = n.converge({"triton_http_port": 8010})
-    assert rc == 0, _failure(raw)
-    assert n.changed_tasks(doc) == ["triton : Install the Triton systemd unit", "triton : Restart Triton"]
-    assert n.triton_invocation() != before
-    code = n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8010/v2/health/ready").stdout
-    assert code == "200"
-
-
-def test_toolchain_change_restarts_triton(converged: Node) -> None:
-    """A new TensorRT in stack.json (what a matrix bump makes the stack roles
-    record) is a toolchain change: engines rebuilt (none configured here),
-    Triton restarted and healthy, nothing else touched."""
+def test_upgrade_rerun_restarts_triton_and_changes_nothing_else(converged: Node) -> None:
+    """Rerun with new settings = the upgrade: a new TensorRT in stack.json (what a
+    matrix bump makes the stack roles record) is a toolchain change (engines
+    rebuilt — none configured here — and Triton restarted), a new port changes
+    the unit; Triton restarts once, is healthy on the new port, nothing else moves."""
     n = converged
     before = n.triton_invocation()
     n.sh("sed -i 's/10.5.0.18/10.7.0.23/' /etc/inferfleet/stack.json")
     rc, doc, raw = n.converge({"triton_http_port": 8010})
     assert rc == 0, _failure(raw)
-    assert n.changed_tasks(doc) == ["agent : Compare the stack with the one the engines were built against",
-                                    "triton : Restart Triton"]
+    assert n.changed_tasks(doc) == [
+        "agent : Compare the stack with the one the engines were built against",
+        "triton : Install the Triton systemd unit",
+        "triton : Restart Triton",
+    ]
     assert n.triton_invocation() != before
     assert "10.7.0.23" in n.sh("cat /var/lib/inferfleet/toolchain-stack.json").stdout
     code = n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8010/v2/health/ready").stdout
     assert code == "200"
+    assert n.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:8000/v2/health/ready",
+                check=False).stdout != "200"
 
 
 @pytest.mark.parametrize(
@@ -316,3 +311,40 @@ def test_bad_input_fails_before_touching_the_node(converged: Node, extra: dict, 
     assert message in raw, _failure(raw)
     assert n.stats(doc).get("changed", 0) == 0
     assert n.triton_invocation() == before
+
+
+def test_collect_fetches_spooled_results_and_pushes_them(converged: Node, tmp_path: Path) -> None:
+    """collect.yml: results spooled on a node that could not reach the collector
+    are fetched to the controller and pushed from there to a real collector."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from collector_support import TOKEN as COLLECTOR_TOKEN
+    from collector_support import Collector
+
+    from agent.fleet.synthetic import make_document, make_node
+
+    n = converged
+    docs = [make_document(make_node(7), models=("resnet18",)) for _ in range(2)]
+    for d in docs:
+        n.sh(f"cat > /var/lib/inferfleet/spool/{d.id}.json <<'EOF'\n{d.model_dump_json()}\nEOF\n"
+             f"chown inferfleet: /var/lib/inferfleet/spool/{d.id}.json")
+    collector = Collector(f"sqlite:///{tmp_path / 'c.db'}", tmp_path / "c.log").start()
+    try:
+        out = tmp_path / "collected"
+        cfg = n.workdir / "ansible.cfg"
+        cfg.write_text("[defaults]\n")
+        p = subprocess.run(
+            [str(VENV_BIN / "ansible-playbook"), "-i", str(n.inventory),
+             "-e", json.dumps({"inferfleet_collect_dir": str(out), "inferfleet_collect_remove": True,
+                               "inferfleet_collect_push_url": collector.url,
+                               "inferfleet_collect_agent": str(VENV_BIN / "agent")}),
+             str(ROOT / "ansible" / "playbooks" / "collect.yml")],
+            capture_output=True, text=True, timeout=240, cwd=n.workdir,
+            env=_env({"ANSIBLE_CONFIG": str(cfg), "INFERFLEET_COLLECTOR_TOKEN": COLLECTOR_TOKEN}))
+        assert p.returncode == 0, _failure(p.stdout + p.stderr)
+        assert COLLECTOR_TOKEN not in p.stdout + p.stderr
+        stored = {r["id"] for r in collector.get("/v1/runs", limit=100).json()}
+        assert {d.id for d in docs} <= stored
+        assert not list((out / n.name / "spool").glob("*.json"))  # pushed, so gone from the controller
+        assert n.sh("ls /var/lib/inferfleet/spool").stdout.split() == []  # fetched, so removed on the node
+    finally:
+        collector.stop()
