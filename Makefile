@@ -65,6 +65,7 @@ comma := ,
 
 configure: venv ## install/upgrade the node stack on the inventory (ansible site.yml)
 	@test -f $(INVENTORY) || { echo "error: $(INVENTORY) does not exist: run 'make provision' first" >&2; exit 2; }
+	rm -f dist/inferfleet-*.whl && $(VENV)/bin/pip wheel -q --no-deps --no-build-isolation -w dist .  # the agent role installs it
 	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/playbooks/site.yml \
 	  -e agent_collector_url=$(COLLECTOR_URL)
 
