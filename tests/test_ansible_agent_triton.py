@@ -144,6 +144,19 @@ class Node:
 
 
 def _failure(raw: str, limit: int = 4000) -> str:
+    """The failed tasks' messages (from the JSON callback), else the output's tail."""
+    try:
+        doc = json.loads(raw[raw.find("{"):raw.rfind("}") + 1])
+        failed = [f"{t['task']['name']}: {r.get('msg', '')} {str(r.get('stderr', ''))[-1500:]}"
+                  for play in doc.get("plays", []) for t in play.get("tasks", [])
+                  for r in t.get("hosts", {}).values() if r.get("failed")]
+        failed += [f"{i.get('item')}: {i.get('msg', '')} {str(i.get('stderr', ''))[-1500:]}"
+                   for play in doc.get("plays", []) for t in play.get("tasks", [])
+                   for r in t.get("hosts", {}).values() for i in r.get("results", []) if i.get("failed")]
+        if failed:
+            return "\n".join(failed)[-limit:]
+    except (ValueError, KeyError, AttributeError):
+        pass
     return raw[-limit:]
 
 
@@ -348,3 +361,34 @@ def test_collect_fetches_spooled_results_and_pushes_them(converged: Node, tmp_pa
         assert n.sh("ls /var/lib/inferfleet/spool").stdout.split() == []  # fetched, so removed on the node
     finally:
         collector.stop()
+
+
+@pytest.mark.skipif(os.environ.get("INFERFLEET_TEST_BENCH_PLAYBOOK") != "1",
+                    reason="opt-in (builds engines on the node, beyond this suite's time budget): "
+                    "set INFERFLEET_TEST_BENCH_PLAYBOOK=1 to run it")
+def test_bench_playbook_builds_serves_and_measures(converged: Node) -> None:
+    """bench.yml on the node: build (incremental) + repository, Triton restarted on
+    the new engines, `agent bench` in-process and through Triton; results spooled."""
+    n = converged
+    port = next(p for p in (8000, 8010) if n.sh(
+        f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{p}/v2/health/ready", check=False).stdout == "200")
+    vars_file = n.workdir / "bench-vars.json"
+    vars_file.write_text(json.dumps({
+        **n.base_vars, "triton_http_port": port,
+        "inferfleet_bench_models": ["squeezenet1_1"], "inferfleet_bench_batch_sizes": [1],
+        "inferfleet_bench_concurrency": [1], "inferfleet_bench_push": False,
+        "inferfleet_bench_build_args": "--formats onnx",
+        "inferfleet_bench_args": "--duration 0.5 --max-windows 2 --warmup 2",
+    }))
+    cfg = n.workdir / "ansible.cfg"
+    cfg.write_text("[defaults]\n")
+    p = subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(n.inventory), "-e", f"@{vars_file}",
+         str(ROOT / "ansible" / "playbooks" / "bench.yml")],
+        capture_output=True, text=True, timeout=900, cwd=n.workdir,
+        env=_env({"ANSIBLE_CONFIG": str(cfg), "INFERFLEET_COLLECTOR_TOKEN": TOKEN}))
+    assert p.returncode == 0, _failure(p.stdout + p.stderr)
+    models = n.sh(f"curl -sf -X POST http://127.0.0.1:{port}/v2/repository/index").stdout
+    assert "squeezenet1_1_onnx" in models
+    spooled = n.sh("ls /var/lib/inferfleet/spool").stdout.split()
+    assert len(spooled) >= 2  # one document per target
