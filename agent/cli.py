@@ -53,16 +53,14 @@ def main() -> None:
     except KeyboardInterrupt:
         console_err.print("interrupted")
         sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
-            sys.exit(e.exit_code)
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
-
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # usage errors: unknown option, missing argument...
+        show = getattr(e, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(getattr(e, "exit_code", 2))
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ def templates_dir() -> Path:
     if os.environ.get("INFERFLEET_TEMPLATES"):
         return Path(os.environ["INFERFLEET_TEMPLATES"])
     here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "templates", here / "templates"):
+    for candidate in (here / "templates", here.parent / "templates"):
         if candidate.is_dir():
             return candidate
     raise FileNotFoundError("inferfleet templates directory not found")
