@@ -26,55 +26,28 @@ from pathlib import Path
 
 import pytest
 
+from node_support import (
+    NODE_CA_BUNDLE,
+    ROOT,
+    VENV_BIN,
+    ansible_env,
+    build_agent_wheel,
+    host_ca_bundle,
+    local_pip_sources,
+    node_image,
+    podman,
+    start_node,
+)
+
 pytestmark = [pytest.mark.ansible, pytest.mark.slow, pytest.mark.triton]
 
-ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "tests" / "ansible" / "agent_triton"
-VENV_BIN = Path(sys.executable).parent
-CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
 TOKEN = "b4-test-token-" + uuid.uuid4().hex[:12]
 STACK = {"cuda_version": "12.6.2", "tensorrt_version": "10.5.0.18", "triton_version": "2.51.0"}
 
 
 def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}",
-        CONTAINERS_CONF=str(CONTAINERS_CONF),
-        ANSIBLE_ROLES_PATH=str(ROOT / "ansible" / "roles"),
-        ANSIBLE_STDOUT_CALLBACK="ansible.posix.json",
-        ANSIBLE_NOCOLOR="1",
-        ANSIBLE_RETRY_FILES_ENABLED="0",
-        ANSIBLE_LOCAL_TEMP="/tmp/.ansible-b4-local",
-    )
-    env.pop("INFERFLEET_COLLECTOR_TOKEN", None)
-    env.update(extra or {})
-    return env
-
-
-def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, timeout=timeout,
-                          check=check, env=_env())
-
-
-def local_pip_sources() -> tuple[list[str], list[str], list[str]]:
-    """(find-links dirs, file:// extra index URLs, host dirs to mount) from this machine's pip config."""
-    out = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True,
-                         text=True, timeout=60).stdout
-    find_links: list[str] = []
-    indexes: list[str] = []
-    for line in out.splitlines():
-        key, _, value = line.partition("=")
-        value = value.strip().strip("'\"")
-        if key.endswith(".find-links"):
-            find_links += [v for v in value.split() if Path(v).is_dir()]
-        elif key.endswith(".extra-index-url") or key.endswith(".index-url"):
-            indexes += [v for v in value.split() if v.startswith("file://") and Path(v[7:]).is_dir()]
-    find_links, indexes = list(dict.fromkeys(find_links)), list(dict.fromkeys(indexes))
-    mounts = list(dict.fromkeys(
-        [*find_links, *(str(Path(u[7:]).parent) if u.rstrip("/").endswith("/simple") else u[7:]
-                        for u in indexes)]))
-    return find_links, indexes, mounts
+    return ansible_env({"ANSIBLE_LOCAL_TEMP": "/tmp/.ansible-b4-local", **(extra or {})})
 
 
 class Node:
@@ -167,33 +140,12 @@ def node(tmp_path_factory: pytest.TempPathFactory):
     if os.geteuid() != 0:
         pytest.skip("the node container needs root podman (debootstrap image, systemd inside)")
     workdir = tmp_path_factory.mktemp("agent-triton")
-    image = subprocess.run(["bash", str(ROOT / "scripts" / "node-image.sh")], capture_output=True,
-                           text=True, timeout=900, env=_env())
-    assert image.returncode == 0, image.stdout + image.stderr
-    image_name = subprocess.run(["bash", str(ROOT / "scripts" / "node-image.sh"), "--print-name"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-
-    dist = workdir / "dist"
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "-q", "-w", str(dist), str(ROOT)],
-                           capture_output=True, text=True, timeout=300, env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
-    assert build.returncode == 0, build.stderr
-    wheel = next(dist.glob("inferfleet-*.whl"))
-
+    image_name = node_image()
+    wheel = build_agent_wheel(workdir / "dist")
     find_links, indexes, mounts = local_pip_sources()
     name = f"inferfleet-b4-{uuid.uuid4().hex[:8]}"
-    run = ["run", "-d", "--name", name, "--hostname", "node1", "--systemd=always"]
-    for m in mounts:
-        run += ["-v", f"{m}:{m}:ro"]
-    # this machine reaches PyPI through a TLS proxy: the node trusts what the host trusts
-    ca_bundle = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
-    if Path(ca_bundle).is_file():
-        run += ["-v", f"{ca_bundle}:/etc/inferfleet-test/ca-bundle.crt:ro"]
-    podman(*run, image_name, "/sbin/init")
     try:
-        podman("exec", name, "bash", "-c",
-               "for i in $(seq 60); do s=$(systemctl is-system-running 2>/dev/null || true);"
-               " case $s in running|degraded) exit 0;; esac; sleep 1; done; exit 1", timeout=90)
+        start_node(name, image_name, mounts=mounts, hostname="node1")
         # the model Triton serves: written into the repository before the converge
         podman("exec", name, "mkdir", "-p", "/var/lib/inferfleet/triton-repo")
         podman("cp", str(HERE / "identity"), f"{name}:/var/lib/inferfleet/triton-repo/identity")
@@ -203,7 +155,7 @@ def node(tmp_path_factory: pytest.TempPathFactory):
             "agent_wheel": str(wheel),
             "agent_pip_find_links": find_links,
             "agent_pip_extra_index_urls": indexes,
-            "agent_pip_ca_bundle": "/etc/inferfleet-test/ca-bundle.crt" if Path(ca_bundle).is_file() else "",
+            "agent_pip_ca_bundle": NODE_CA_BUNDLE if host_ca_bundle() else "",
             "agent_collector_url": "http://127.0.0.1:9/",
             "agent_cloud": "test",
             "agent_region": "local",

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collector_support import *  # noqa: E402,F403  (fixtures)
-from collector_support import Collector, TOKEN, agent_env, run_agent  # noqa: E402
+from collector_support import Collector, agent_env, run_agent  # noqa: E402
 
 from agent.collector.db import make_engine, migrate  # noqa: E402
 from agent.collector.ingest import ingest, ingest_many  # noqa: E402
