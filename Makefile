@@ -39,7 +39,7 @@ system-deps: ## install podman, runc, debootstrap, postgresql (apt; needs root)
 	bash scripts/system-deps.sh
 
 test: venv system-deps checkov ## the whole test suite (what CI runs)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 
 demo: venv ## build, verify and benchmark a few small models on this machine
 	$(AGENT) build-engines --models $(DEMO_MODELS) --out $(DEMO_OUT)/engines

@@ -1,0 +1,363 @@
+"""The whole fleet, end to end, on this machine: containers stand in for the cloud.
+
+1. the collector starts on the controller (SQLite) with a token;
+2. two node containers (the project's node image: Debian 12, systemd as PID 1)
+   come up on a Podman network, and the inventory is written by the SAME
+   renderer `make provision` uses (`agent.infra.inventory`), from an output
+   document shaped like the Terraform modules' `nodes` output;
+3. `site.yml` converges them (CPU path: the GPU steps skip, Triton in native
+   mode on distinct ports), then `bench.yml` builds, serves, benchmarks and
+   pushes two small models;
+4. each node's Triton served the agent-built engines, the collector holds each
+   node's results exactly once, and `agent fleet report` lists every node,
+   backend and model with the numbers that were pushed;
+5. `site.yml` again changes nothing; one pinned version bumped: only that
+   package moves, and after a new bench the report shows that node's
+   before/after comparison.
+
+Everything it starts (containers, network, servers, temp files) is removed
+afterwards, also when a step fails. Stage timings land in
+``out/e2e/timings.json``. NVIDIA's repositories are replaced by the signed
+local fixture repository (tests/fixtures/aptrepo); GPU behaviour is verified on
+real nodes only."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from node_support import (
+    NODE_CA_BUNDLE,
+    ROOT,
+    VENV_BIN,
+    build_agent_wheel,
+    changed_tasks,
+    host_ca_bundle,
+    local_pip_sources,
+    node_image,
+    podman,
+    run_playbook,
+    start_node,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ansible, pytest.mark.triton]
+
+MODELS = ["squeezenet1_1", "mobilenet_v3_small"]
+NODES = {"node-1": 8000, "node-2": 8100}  # name -> Triton HTTP port (gRPC +1, metrics +2)
+PRICES = {"node-1": 0.55, "node-2": 1.10}
+TOKEN = "e2e-" + uuid.uuid4().hex
+UPGRADED_PIN = ("inferfleet_stack_cudnn_version", "9.6.0.74")  # 24.10 ships 9.5.0.50
+UPGRADED_PACKAGES = {"libcudnn9-cuda-12", "libcudnn9-dev-cuda-12"}
+TIMINGS: dict[str, float] = {}
+
+
+class Stage:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        self.t0 = time.monotonic()
+
+    def __exit__(self, *exc) -> None:
+        TIMINGS[self.name] = round(time.monotonic() - self.t0, 1)
+        out = ROOT / "out" / "e2e"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
+
+
+def _free_port(host: str) -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+class Fleet:
+    """What the fixture stood up; every attribute is torn down by the fixture."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[subprocess.Popen] = []
+        self.containers: dict[str, str] = {}  # inventory name -> container name
+        self.network = ""
+        self.gateway = ""
+        self.collector_url = ""
+        self.db = ""
+        self.inventory = workdir / "inventory.yml"
+        self.vars_file = workdir / "fleet-vars.json"
+
+    def spawn(self, args: list[str], log: str, env: dict | None = None) -> subprocess.Popen:
+        with open(self.workdir / log, "ab") as f:
+            p = subprocess.Popen(args, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.procs.append(p)
+        return p
+
+    def playbook(self, name: str, extra: dict | None = None, limit: str | None = None,
+                 timeout: float = 1500) -> tuple[int, dict, str]:
+        return run_playbook(ROOT / "ansible" / "playbooks" / name, self.inventory,
+                            [self.vars_file], extra=extra, limit=limit, timeout=timeout,
+                            env={"INFERFLEET_COLLECTOR_TOKEN": TOKEN}, cwd=self.workdir)
+
+    def sh(self, node: str, cmd: str, timeout: float = 60) -> str:
+        p = podman("exec", self.containers[node], "bash", "-c", cmd, timeout=timeout, check=False)
+        assert p.returncode == 0, f"{node}: {cmd}: {p.stdout}{p.stderr}"
+        return p.stdout
+
+    def dpkg(self, node: str) -> dict[str, str]:
+        out = self.sh(node, "dpkg-query -W -f='${Package} ${Version}\\n'")
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def runs(self, **params) -> list[dict]:
+        r = httpx.get(f"{self.collector_url}/v1/runs", params={"limit": 1000, **params}, timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def run_doc(self, run_id: str) -> dict:
+        r = httpx.get(f"{self.collector_url}/v1/runs/{run_id}", timeout=30)
+        r.raise_for_status()
+        return r.json()
+
+    def report(self, out: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [str(VENV_BIN / "agent"), "fleet", "report", "--db", self.db, "--out", str(out),
+             "--format", "html,md,csv"],
+            capture_output=True, text=True, timeout=300, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory):
+    if shutil.which("podman") is None:
+        pytest.skip("podman is not installed (make system-deps installs it)")
+    if os.geteuid() != 0:
+        pytest.skip("the node containers need root podman (systemd inside)")
+    f = Fleet(tmp_path_factory.mktemp("e2e"))
+    tag = uuid.uuid4().hex[:8]
+    try:
+        with Stage("image+wheel+aptrepo"):
+            image = node_image()
+            wheel = build_agent_wheel(f.workdir / "dist")
+            aptrepo = f.workdir / "aptrepo"
+            subprocess.run([sys.executable, str(ROOT / "tests/fixtures/aptrepo/build.py"), str(aptrepo)],
+                           check=True, capture_output=True, timeout=300)
+
+        with Stage("network"):
+            f.network = f"inferfleet-e2e-{tag}"
+            podman("network", "create", f.network)
+            info = json.loads(podman("network", "inspect", f.network).stdout)[0]
+            f.gateway = info["subnets"][0]["gateway"]
+
+        with Stage("nodes up"):
+            # 2. the nodes, and the inventory from a Terraform-shaped output document
+            find_links, indexes, mounts = local_pip_sources()
+            nodes = {}
+            for name, http_port in NODES.items():
+                cname = f"inferfleet-e2e-{tag}-{name}"
+                f.containers[name] = cname  # removed by the teardown even if the boot fails
+                # privileged: Docker (the container_runtime role) runs inside the node
+                start_node(cname, image, network=f.network, mounts=mounts, hostname=name,
+                           extra=["--privileged"])
+                nodes[name] = {
+                    "public_ip": None, "private_ip": None, "ssh_user": "root",
+                    "cloud": "podman", "region": "local", "instance_type": "container-2cpu",
+                    "gpu": "none", "price_per_hour": PRICES[name],
+                    "ansible_host": cname, "ansible_connection": "containers.podman.podman",
+                    "ansible_python_interpreter": "/usr/bin/python3",
+                    "triton_http_port": http_port, "triton_grpc_port": http_port + 1,
+                    "triton_metrics_port": http_port + 2,
+                }
+        with Stage("collector"):
+            # the gateway address exists on this host once a container uses the network
+            # 1. the collector, on the address the nodes reach the controller at
+            port = _free_port(f.gateway)
+            f.db = f"sqlite:///{f.workdir / 'collector.db'}"
+            env = {**os.environ, "INFERFLEET_COLLECTOR_TOKEN": TOKEN}
+            f.spawn([str(VENV_BIN / "agent"), "collector", "serve", "--db", f.db,
+                     "--host", f.gateway, "--port", str(port)], "collector.log", env=env)
+            f.collector_url = f"http://{f.gateway}:{port}"
+            _wait_http(f.collector_url + "/healthz")
+            # the stand-in for NVIDIA's repositories (an air-gapped mirror)
+            apt_port = _free_port(f.gateway)
+            f.spawn([sys.executable, "-m", "http.server", "--bind", f.gateway, "--directory",
+                     str(aptrepo), str(apt_port)], "aptrepo.log")
+            _wait_http(f"http://{f.gateway}:{apt_port}/")
+
+        with Stage("inventory"):
+            from agent.infra.inventory import render_inventory
+
+            outputs = {"nodes": {"sensitive": False, "type": "object", "value": nodes}}
+            f.inventory.write_text(render_inventory(outputs))
+            f.vars_file.write_text(json.dumps({
+                "inferfleet_nvidia_cuda_repo_base": f"http://{f.gateway}:{apt_port}/cuda/repos",
+                "inferfleet_nvidia_container_repo_base": f"http://{f.gateway}:{apt_port}/libnvidia-container",
+                "container_runtime_docker_source": "distro",
+                "agent_wheel": str(wheel),
+                "agent_pip_find_links": find_links,
+                "agent_pip_extra_index_urls": indexes,
+                "agent_pip_ca_bundle": NODE_CA_BUNDLE if host_ca_bundle() else "",
+                "agent_collector_url": f.collector_url,
+                "triton_mode": "native",
+                "inferfleet_serial": "100%",
+            }))
+        yield f
+    finally:
+        for cname in f.containers.values():
+            podman("rm", "-f", "-t", "5", cname, check=False, timeout=120)
+        if f.network:
+            podman("network", "rm", "-f", f.network, check=False)
+        for p in f.procs:
+            p.terminate()
+        for p in f.procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+@pytest.fixture(scope="module")
+def converged(fleet: Fleet) -> Fleet:
+    with Stage("site.yml (fresh)"):
+        rc, doc, raw = fleet.playbook("site.yml")
+    assert rc == 0, raw[-6000:]
+    assert TOKEN not in raw, "the collector token leaked into Ansible's output"
+    for name in NODES:
+        skipped = [t for t, r in _task_results(doc, name) if r.get("skipped")]
+        assert any("GPU" in t or "gpu" in t or "driver" in t.lower() for t in skipped), \
+            f"{name}: no GPU step was skipped on a CPU node"
+    return fleet
+
+
+@pytest.fixture(scope="module")
+def benched(converged: Fleet) -> Fleet:
+    extra = {
+        "inferfleet_bench_models": MODELS,
+        "inferfleet_bench_batch_sizes": [1, 2],
+        "inferfleet_bench_concurrency": [1, 2],
+        "inferfleet_bench_build_args": "--formats torchscript,onnx --max-batch 4",
+        "inferfleet_bench_args": "--duration 0.5 --max-windows 4 --warmup 2",
+    }
+    with Stage("bench.yml"):
+        rc, doc, raw = converged.playbook("bench.yml", extra=extra)
+    assert rc == 0, raw[-6000:]
+    return converged
+
+
+def _task_results(doc: dict, host: str):
+    for play in doc.get("plays", []):
+        for task in play.get("tasks", []):
+            r = task.get("hosts", {}).get(host)
+            if r is not None:
+                yield task["task"]["name"], r
+
+
+def test_each_triton_served_the_agent_built_engines(benched: Fleet) -> None:
+    for name, port in NODES.items():
+        manifest = json.loads(benched.sh(name, "cat /var/lib/inferfleet/engines/manifest.json"))
+        engines = {k for k, rec in manifest["engines"].items() if rec["verification"]["passed"]}
+        assert {f"{m}_{fmt}" for m in MODELS for fmt in ("onnx", "torchscript")} <= engines
+        stats = json.loads(benched.sh(name, f"curl -fsS http://127.0.0.1:{port}/v2/models/stats"))
+        served = {s["name"]: s["inference_stats"]["success"]["count"] for s in stats["model_stats"]}
+        for engine in engines:
+            assert served.get(engine, 0) > 0, f"{name}: Triton served nothing from {engine}: {served}"
+
+
+def test_collector_holds_each_nodes_results_exactly_once(benched: Fleet) -> None:
+    runs = benched.runs()
+    by_node = Counter(r["node_name"] for r in runs)
+    assert by_node == {name: 2 for name in NODES}, by_node  # inprocess + triton, once each
+    assert len({r["id"] for r in runs}) == len(runs)
+    for name in NODES:  # nothing left behind in the spools, and pushing again adds nothing
+        assert benched.sh(name, "ls /var/lib/inferfleet/spool/ | grep -c json || true").strip() == "0"
+        benched.sh(name, "inferfleet-agent report push", timeout=120)
+    assert len(benched.runs()) == len(runs)
+
+
+def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path) -> None:
+    p = benched.report(tmp_path / "report")
+    assert p.returncode == 0, p.stdout + p.stderr
+    rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
+    seen = {(r["node"], r["backend"], r["model"]) for r in rows}
+    for name in NODES:
+        for model in MODELS:
+            for backend in ("eager", "onnx", "torchscript", "triton-onnx", "triton-torchscript"):
+                assert (name, backend, model) in seen, f"report lacks {name}/{backend}/{model}"
+    # every number in the report is the one the node pushed, and every pushed one is there
+    pushed = {}
+    for run in benched.runs():
+        doc = benched.run_doc(run["id"])
+        for r in doc["results"]:
+            backend = ("triton-" if doc["target"] == "triton" else "") + r["format"]
+            key = (doc["node"]["node_name"], r["model"], backend, str(r["batch_size"]),
+                   str(r["concurrency"]))
+            pushed[key] = (doc["id"], r["throughput_ips"], r["latency_ms"]["p99"])
+    assert len(rows) == len(pushed)
+    for r in rows:
+        key = (r["node"], r["model"], r["backend"], r["batch_size"], r["concurrency"])
+        run_id, ips, p99 = pushed[key]
+        assert r["run_id"] == run_id
+        assert float(r["throughput_ips"]) == pytest.approx(ips, rel=1e-5)
+        assert float(r["p99_ms"]) == pytest.approx(p99, rel=1e-5)
+        assert float(r["price_per_hour"]) == PRICES[r["node"]]
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert all(name in html for name in NODES) and "<img" in html
+
+
+def test_rerun_changes_nothing_and_one_pin_moves_one_package(benched: Fleet, tmp_path: Path) -> None:
+    with Stage("site.yml (rerun)"):
+        rc, doc, raw = benched.playbook("site.yml")
+    assert rc == 0, raw[-6000:]
+    for name in NODES:
+        assert doc["stats"][name]["changed"] == 0, changed_tasks(doc, name)
+
+    node = "node-1"
+    before = {n: benched.dpkg(n) for n in NODES}
+    var, version = UPGRADED_PIN
+    with Stage("site.yml (upgrade one pin)"):
+        rc, doc, raw = benched.playbook("site.yml", extra={var: version}, limit=node)
+    assert rc == 0, raw[-6000:]
+    after = benched.dpkg(node)
+    moved = {p for p in set(before[node]) | set(after) if before[node].get(p) != after.get(p)}
+    assert moved == UPGRADED_PACKAGES, moved
+    assert all(after[p].startswith(version) for p in UPGRADED_PACKAGES), after
+    assert benched.dpkg("node-2") == before["node-2"]
+
+    with Stage("bench.yml (after upgrade)"):
+        rc, doc, raw = benched.playbook(
+            "bench.yml", limit=node,
+            extra={"inferfleet_bench_models": MODELS, "inferfleet_bench_batch_sizes": [1],
+                   "inferfleet_bench_targets": ["inprocess"],
+                   "inferfleet_bench_args": "--duration 0.5 --max-windows 4 --warmup 2"})
+    assert rc == 0, raw[-6000:]
+    p = benched.report(tmp_path / "report")
+    assert p.returncode == 0, p.stdout + p.stderr
+    md = (tmp_path / "report" / "report.md").read_text()
+    comparisons = list(csv.DictReader(open(tmp_path / "report" / "comparison.csv")))
+    mine = [c for c in comparisons if c["node"] == node]
+    assert mine, f"no before/after comparison for {node}: {comparisons[:3]}"
+    for c in mine:
+        assert "cudnn=9.5.0.50" in c["before_stack"] and f"cudnn={version}" in c["after_stack"], c
+    assert not [c for c in comparisons if c["node"] == "node-2"]
+    assert "## Before/after stack comparison" in md and f"**{node}**: cudnn 9.5.0.50→{version}" in md
