@@ -32,10 +32,12 @@ from node_support import (
     VENV_BIN,
     ansible_env,
     build_agent_wheel,
+    changed_tasks,
     host_ca_bundle,
     local_pip_sources,
     node_image,
     podman,
+    run_playbook,
     start_node,
 )
 
@@ -70,21 +72,12 @@ class Node:
         """Run the playbook; (rc, ansible.posix.json document, raw output)."""
         vars_file = self.workdir / f"vars-{uuid.uuid4().hex[:6]}.json"
         vars_file.write_text(json.dumps({**self.base_vars, **(extra_vars or {})}))
-        cfg = self.workdir / "ansible.cfg"  # this machine's ansible settings stay out
-        cfg.write_text("[defaults]\n")
-        env = _env({"ANSIBLE_CONFIG": str(cfg), **({"INFERFLEET_COLLECTOR_TOKEN": token} if token else {})})
-        p = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", str(self.inventory), "-e", f"@{vars_file}",
-             str(HERE / "converge.yml")],
-            capture_output=True, text=True, timeout=timeout, env=env, cwd=self.workdir)
-        raw = p.stdout + p.stderr
-        start = p.stdout.find("{")
-        try:
-            doc = json.loads(p.stdout[start:]) if start >= 0 else {}
-        except ValueError:
-            doc = {}
+        env = {"ANSIBLE_LOCAL_TEMP": "/tmp/.ansible-b4-local",
+               **({"INFERFLEET_COLLECTOR_TOKEN": token} if token else {})}
+        rc, doc, raw = run_playbook(HERE / "converge.yml", self.inventory, [vars_file], env=env,
+                                    cwd=self.workdir, timeout=timeout)
         self.report_durations(doc)
-        return p.returncode, doc, raw
+        return rc, doc, raw
 
     def report_durations(self, doc: dict, top: int = 5) -> None:
         rows = []
@@ -101,13 +94,7 @@ class Node:
         print(f"\nconverge: {len(rows)} tasks, {total:.0f} s; slowest: {slow}")
 
     def changed_tasks(self, doc: dict) -> list[str]:
-        names = []
-        for play in doc.get("plays", []):
-            for task in play.get("tasks", []):
-                result = task.get("hosts", {}).get(self.name, {})
-                if result.get("changed"):
-                    names.append(task["task"]["name"])
-        return names
+        return changed_tasks(doc, self.name)
 
     def stats(self, doc: dict) -> dict:
         return doc.get("stats", {}).get(self.name, {})

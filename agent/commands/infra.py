@@ -93,10 +93,14 @@ def plan(cloud: Cloud = "genesiscloud", node_count: NodeCount = 1, instance_type
     """Show what `provision` would create (terraform init + plan), change nothing."""
     s = _settings(cloud, node_count, instance_type, region, admin_cidrs, triton_cidrs,
                   ssh_public_key, name_prefix, var, state_dir)
-    tf = _prepare(s, backend_config)
+    _show_plan(_prepare(s, backend_config))
+
+
+def _show_plan(tf):  # noqa: ANN001,ANN202
     with console_err.status("terraform plan"):
         text = tf.plan()
     console.print(text, highlight=False, markup=False)
+    return tf
 
 
 @app.command("provision")
@@ -108,10 +112,7 @@ def provision(cloud: Cloud = "genesiscloud", node_count: NodeCount = 1, instance
     """Create the GPU nodes (init, plan shown, apply) and write the Ansible inventory."""
     s = _settings(cloud, node_count, instance_type, region, admin_cidrs, triton_cidrs,
                   ssh_public_key, name_prefix, var, state_dir)
-    tf = _prepare(s, backend_config)
-    with console_err.status("terraform plan"):
-        text = tf.plan()
-    console.print(text, highlight=False, markup=False)
+    tf = _show_plan(_prepare(s, backend_config))
     if not yes and not typer.confirm(f"Apply this plan ({s.cloud}, {s.node_count} node(s))?"):
         raise typer.Abort()
     with console_err.status(f"terraform apply: creating {s.node_count} {s.cloud} node(s)"):
