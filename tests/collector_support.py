@@ -6,7 +6,6 @@ PostgreSQL cluster from scripts/postgres.sh. Import with
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.triton.server import free_port
+
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-" + uuid.uuid4().hex
 TOKEN_ENV = "INFERFLEET_TEST_COLLECTOR_TOKEN"
@@ -24,10 +25,6 @@ __all__ = ["ROOT", "TOKEN", "TOKEN_ENV", "Collector", "free_port", "postgres_ser
            "collector", "agent_env", "run_agent", "new_postgres_db"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def agent_env(**extra: str) -> dict[str, str]:

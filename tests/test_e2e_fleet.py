@@ -37,6 +37,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from agent.triton.server import free_port
+
 from node_support import (
     NODE_CA_BUNDLE,
     ROOT,
@@ -76,12 +78,6 @@ class Stage:
         (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
 
 
-def _free_port(host: str) -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
@@ -192,7 +188,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
         with Stage("collector"):
             # the gateway address exists on this host once a container uses the network
             # 1. the collector, on the address the nodes reach the controller at
-            port = _free_port(f.gateway)
+            port = free_port(f.gateway)
             f.db = f"sqlite:///{f.workdir / 'collector.db'}"
             env = {**os.environ, "INFERFLEET_COLLECTOR_TOKEN": TOKEN}
             f.spawn([str(VENV_BIN / "agent"), "collector", "serve", "--db", f.db,
@@ -200,7 +196,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
             f.collector_url = f"http://{f.gateway}:{port}"
             _wait_http(f.collector_url + "/healthz")
             # the stand-in for NVIDIA's repositories (an air-gapped mirror)
-            apt_port = _free_port(f.gateway)
+            apt_port = free_port(f.gateway)
             f.spawn([sys.executable, "-m", "http.server", "--bind", f.gateway, "--directory",
                      str(aptrepo), str(apt_port)], "aptrepo.log")
             _wait_http(f"http://{f.gateway}:{apt_port}/")

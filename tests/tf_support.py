@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import shutil
-import socket
 from pathlib import Path
+
+from agent.triton.server import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"
@@ -22,7 +23,3 @@ def copy_terraform(dst: Path) -> Path:
     return dst
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
