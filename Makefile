@@ -22,7 +22,7 @@ DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
 .PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet \
-        molecule node-image e2e lint provision configure bench report destroy checkov clean
+        molecule node-image e2e lint provision configure bench collector collect report destroy checkov clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-16s %s\n",$$1,$$2}'
@@ -53,7 +53,8 @@ bench-fleet: venv ## fleet report at scale: 1,000 nodes x 31 models x 4 backends
 	$(PY) benchmarks/bench_fleet_report.py
 
 # ---------------------------------------------------------------- the fleet flow
-# make provision -> make configure -> make bench -> make report -> make destroy
+# make provision -> make configure -> (make collector, elsewhere) -> make bench -> make report -> make destroy
+# Nodes that could not reach the collector keep their results spooled: make collect.
 # Settings: fleet.env (see fleet.env.example); secrets from the environment.
 INVENTORY     ?= out/inventory.yml
 COLLECTOR_URL ?= http://127.0.0.1:8080
@@ -74,8 +75,33 @@ bench: venv ## build engines, serve, benchmark and push on every node (ansible b
 	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/playbooks/bench.yml \
 	  -e '{"inferfleet_bench_models": $(call json_list,$(BENCH_MODELS)), "inferfleet_bench_batch_sizes": [$(BENCH_BATCHES)]}'
 
-collector: venv ## run the fleet collector in the foreground (token from INFERFLEET_COLLECTOR_TOKEN)
-	$(AGENT) collector serve --port $(lastword $(subst :, ,$(COLLECTOR_URL)))
+# Where the collector listens, from COLLECTOR_URL (scripts/collector_bind.py): a
+# loopback URL stays on loopback; any other URL is one the nodes must reach, so
+# it binds that address if it is this machine's, else 0.0.0.0 (NAT/public IP,
+# DNS name). COLLECTOR_BIND=ADDR overrides the address. Port: the URL's (8080).
+COLLECTOR_BIND ?=
+COLLECTOR_DB   ?=
+# evaluated once, and only by the targets that use it
+collector_listen = $(eval collector_listen := $$(shell $(PYTHON) scripts/collector_bind.py \
+  $(if $(strip $(COLLECTOR_BIND)),--bind '$(strip $(COLLECTOR_BIND))') '$(COLLECTOR_URL)'))$(collector_listen)
+
+collector: venv ## run the fleet collector in the foreground on COLLECTOR_URL's port (token: INFERFLEET_COLLECTOR_TOKEN)
+	@test -n "$(word 2,$(collector_listen))" || exit 2  # collector_bind.py said why
+	@test -n "$${INFERFLEET_COLLECTOR_TOKEN:-}" || { echo "error: INFERFLEET_COLLECTOR_TOKEN is not set: the collector needs its token (e.g. export INFERFLEET_COLLECTOR_TOKEN=\$$(openssl rand -hex 24))" >&2; exit 2; }
+	$(AGENT) collector serve --host $(word 1,$(collector_listen)) --port $(word 2,$(collector_listen))$(if $(COLLECTOR_DB), --db '$(COLLECTOR_DB)')
+
+# collect.yml: results spooled on nodes that could not reach the collector are
+# fetched into $(COLLECT_DIR)/<node>/spool/ and pushed from here to COLLECTOR_URL
+# (token: INFERFLEET_COLLECTOR_TOKEN). COLLECT_REMOVE=1 deletes the nodes' copies
+# once fetched; COLLECT_PUSH=0 only fetches.
+COLLECT_DIR    ?= out/collected
+COLLECT_REMOVE ?=
+COLLECT_PUSH   ?= 1
+
+collect: venv ## fetch results spooled on the nodes and push them to COLLECTOR_URL (ansible collect.yml)
+	@test -f $(INVENTORY) || { echo "error: $(INVENTORY) does not exist: run 'make provision' first" >&2; exit 2; }
+	$(ANSIBLE_ENV) $(VENV)/bin/ansible-playbook -i $(INVENTORY) ansible/playbooks/collect.yml \
+	  -e '{"inferfleet_collect_dir": "$(abspath $(COLLECT_DIR))", "inferfleet_collect_remove": $(if $(filter 1 true yes,$(COLLECT_REMOVE)),true,false), "inferfleet_collect_push_url": "$(if $(filter 1 true yes,$(COLLECT_PUSH)),$(COLLECTOR_URL))", "inferfleet_collect_agent": "$(abspath $(AGENT))"}'
 
 report: venv ## fleet report (HTML, Markdown, CSV) from the collector
 	$(AGENT) fleet report --collector $(COLLECTOR_URL) --out $(REPORT_OUT) --format html,md,csv
