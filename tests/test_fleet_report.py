@@ -6,6 +6,7 @@ HTML is self-contained; the collector path gives the same numbers."""
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,3 +227,74 @@ def test_served_results_are_their_own_backend(tmp_path):
     assert rows["triton-onnx"].throughput_ips == pytest.approx(served.results[0].throughput_ips)
     assert rows["triton-onnx"].speedup_vs_eager == pytest.approx(
         served.results[0].throughput_ips / local.results[0].throughput_ips)
+
+
+# ---------------------------------------------------------------- issue #11: reports
+def _row(**kw):
+    from agent.fleet.data import Row
+
+    base = dict(node="node-0000", gpu="NVIDIA A10G", instance_type="g5.xlarge", price_per_hour=1.0,
+                model="resnet18", backend="onnx", precision="fp32", batch_size=1, concurrency=1,
+                throughput_ips=100.0, p50_ms=1.0, p99_ms=1.5, stable=True, run_id="run-a",
+                created_at=datetime(2025, 5, 1), stack="driver=535 cuda=12.2")
+    return Row(**{**base, **kw})
+
+
+def _report(rows, comparisons=(), budget=None):
+    from agent.fleet.data import Report, _best, _by_gpu, _derive
+
+    rows = list(rows)
+    _derive(rows)
+    return Report(generated_at=datetime.now(UTC), since=None, threshold_pct=5.0, p99_budget_ms=budget,
+                  nodes=[], rows=rows, by_gpu=_by_gpu(rows), best=_best(rows, budget),
+                  comparisons=list(comparisons))
+
+
+def test_csv_cells_a_spreadsheet_would_execute_are_escaped():
+    """CSV injection (OWASP): text from documents starting with = + - @ tab CR is
+    written as ' + text and quoted, in every CSV file; numbers stay numbers."""
+    from agent.csvsafe import number, safe_cell
+    from agent.fleet.data import Comparison
+    from agent.fleet.render import csv_files
+
+    evil = {"gpu": '=HYPERLINK("http://evil.example/x","click")', "instance_type": "@SUM(1+1)",
+            "stack": "-2+3+cmd|' /C calc'!A0", "run_id": "+1", "node": "\tnode", "backend": "\r=1"}
+    rows = [_row(**evil)]
+    cmp = Comparison("=node", "resnet18", "onnx", "fp32", 1, 1, "a", "b", "=before", "@after",
+                     100.0, 94.8, -5.2, 1.0, 1.1, 10.0, "regression")
+    files = csv_files(_report(rows, [cmp]))
+    for name, text in files.items():
+        for cells in csv.reader(io.StringIO(text, newline="")):
+            for c in cells:
+                assert not c.startswith(("=", "+", "@", "\t", "\r")), (name, c)
+                # a minus only where the cell is a number (a formatted float)
+                assert not c.startswith("-") or float(c) < 0, (name, c)
+    res = next(csv.DictReader(io.StringIO(files["results.csv"], newline="")))
+    for col, value in evil.items():
+        assert res[col] == "'" + value
+    assert '"\'=HYPERLINK(""http://evil.example/x"",""click"")"' in files["results.csv"]  # quoted
+    assert "\"'@SUM(1+1)\"" in files["results.csv"]
+    gpu = next(csv.DictReader(io.StringIO(files["by_gpu.csv"], newline="")))
+    assert gpu["gpu"] == "'" + evil["gpu"] and gpu["backend"] == "'" + evil["backend"]
+    best = list(csv.DictReader(io.StringIO(files["best.csv"], newline="")))
+    assert {(b["criterion"], b["gpu"], b["node"]) for b in best} == {
+        ("fastest", "'" + evil["gpu"], "'\tnode"), ("cheapest", "'" + evil["gpu"], "'\tnode")}
+    c = next(csv.DictReader(io.StringIO(files["comparison.csv"], newline="")))
+    assert (c["node"], c["before_stack"], c["after_stack"]) == ("'=node", "'=before", "'@after")
+    assert c["ips_change_pct"] == "-5.2" and ",-5.2," in files["comparison.csv"]  # a number, unescaped
+    # the shared rule itself
+    assert safe_cell("-1") == "'-1" and safe_cell(-1.5) == "-1.5" and safe_cell(-3) == -3
+    assert safe_cell(number(-2.5, ".2f")) == "-2.50" and safe_cell(None) == "" and safe_cell("ok") == "ok"
+
+
+def test_perf_analyzer_csv_goes_through_the_safe_writer(monkeypatch):
+    """agent bench --csv uses the same writer (its cells are all numbers, written as before)."""
+    import agent.bench.csvout as csvout
+    import agent.csvsafe
+
+    calls = []
+    real = agent.csvsafe.writer
+    monkeypatch.setattr(csvout, "writer", lambda f: calls.append(f) or real(f))
+    doc = make_document(make_node(0), ("resnet18",), ("onnx",), (1,), created_at=T0)
+    lines = csvout.perf_analyzer_csv(doc).splitlines()
+    assert calls and len(lines) == 2 and lines[1].split(",")[1] == f"{doc.results[0].throughput_ips:.2f}"

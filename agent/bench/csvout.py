@@ -11,9 +11,9 @@ latency is "Server Compute Infer"."""
 
 from __future__ import annotations
 
-import csv
 import io
 
+from agent.csvsafe import number, writer
 from agent.schema import ResultDocument
 
 COLUMNS = [
@@ -25,7 +25,7 @@ COLUMNS = [
 
 def perf_analyzer_csv(doc: ResultDocument) -> str:
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = writer(buf)  # agent.csvsafe: every cell here is a number (number(): formatted by us, not escaped)
     w.writerow(COLUMNS)
     rows = sorted(doc.results, key=lambda r: (r.triton_model or r.model, r.format, r.batch_size, r.concurrency))
     for r in rows:
@@ -42,7 +42,7 @@ def perf_analyzer_csv(doc: ResultDocument) -> str:
             queue = c_in = c_inf = c_out = 0.0
             network = mean_us
         w.writerow([
-            r.concurrency, f"{r.throughput_ips:.2f}", 0, round(network), round(queue), round(c_in),
+            r.concurrency, number(r.throughput_ips, ".2f"), 0, round(network), round(queue), round(c_in),
             round(c_inf), round(c_out), 0,
             round(lat.p50 * 1e3), round(lat.p90 * 1e3), round(lat.p95 * 1e3), round(lat.p99 * 1e3),
         ])

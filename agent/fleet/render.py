@@ -4,12 +4,12 @@ only when everything was written."""
 
 from __future__ import annotations
 
-import csv
 import io
 from dataclasses import fields
 from operator import attrgetter, itemgetter
 from pathlib import Path
 
+from agent import csvsafe
 from agent.fleet.data import Comparison, Report, Row
 from agent.fsutil import atomic_path
 
@@ -38,19 +38,14 @@ def _money(x) -> str:  # noqa: ANN001
     return "–" if x is None else f"${x:,.3f}" if x < 10 else f"${x:,.2f}"
 
 
-def _cell(v) -> object:  # noqa: ANN001
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return v
-
-
 def _csv(records, columns: list[str], get) -> str:  # noqa: ANN001
+    # agent.csvsafe: text from the documents (node, GPU, instance type, stack,
+    # notes...) that a spreadsheet would execute is escaped; numbers (floats
+    # written as %.6g, ints) stay numbers, negative ones included.
     buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
+    w = csvsafe.writer(buf)
     w.writerow(columns)
-    w.writerows([_cell(v) for v in get(rec)] for rec in records)
+    w.writerows(map(get, records))
     return buf.getvalue()
 
 
