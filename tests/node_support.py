@@ -13,12 +13,46 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 CONTAINERS_CONF = ROOT / "scripts" / "containers.conf"
 NODE_CA_BUNDLE = "/etc/inferfleet-test/ca-bundle.crt"
+
+
+class BoundedStage:
+    """One bounded stage of a container test: every subprocess of the stage gets
+    ``timeout=stage.left()``, and one that overruns fails the test naming the
+    stage and its limit. The container tests set pytest-timeout only as a
+    backstop (the sum of their stage limits), since their module fixtures run
+    several stages inside one test's setup."""
+
+    def __init__(self, name: str, limit: float) -> None:
+        self.name = name
+        self.limit = limit
+
+    def __enter__(self) -> "BoundedStage":
+        self.t0 = time.monotonic()
+        return self
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def left(self) -> float:
+        """Seconds left of this stage's limit (at least 1: an overrun then times out)."""
+        return max(1.0, self.limit - self.elapsed())
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and issubclass(exc_type, subprocess.TimeoutExpired):
+            cmd = exc.cmd if isinstance(exc.cmd, str) else " ".join(map(str, exc.cmd))
+            raise StageTimeout(f"stage '{self.name}' did not finish within its limit of "
+                               f"{self.limit:.0f} s; still running: {cmd[:300]}") from exc
+
+
+class StageTimeout(AssertionError):
+    pass
 
 
 def ansible_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -41,20 +75,20 @@ def podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.C
                           check=check, env=ansible_env())
 
 
-def node_image() -> str:
+def node_image(timeout: float = 900) -> str:
     """Build (cached) and name the node image."""
     script = ROOT / "scripts" / "node-image.sh"
-    p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=900,
+    p = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=timeout,
                        env=ansible_env())
     assert p.returncode == 0, p.stdout + p.stderr
     return subprocess.run(["bash", str(script), "--print-name"], capture_output=True, text=True,
                           check=True).stdout.strip()
 
 
-def build_agent_wheel(dist: Path) -> Path:
+def build_agent_wheel(dist: Path, timeout: float = 300) -> Path:
     p = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
                         "-q", "-w", str(dist), str(ROOT)], capture_output=True, text=True,
-                       timeout=300, env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
+                       timeout=timeout, env={**os.environ, "SOURCE_DATE_EPOCH": "315532800"})
     assert p.returncode == 0, p.stderr
     return next(dist.glob("inferfleet-*.whl"))
 
@@ -86,8 +120,10 @@ def host_ca_bundle() -> str | None:
 
 
 def start_node(name: str, image: str, *, mounts: list[str], hostname: str,
-               network: str | None = None, extra: list[str] | None = None) -> None:
-    """Start a node container and wait until systemd has booted."""
+               network: str | None = None, extra: list[str] | None = None,
+               timeout: float = 240) -> None:
+    """Start a node container and wait (up to `timeout` s in all) until systemd has booted."""
+    deadline = time.monotonic() + timeout
     run = ["run", "-d", "--name", name, "--hostname", hostname, "--systemd=always"]
     if network:
         run += ["--network", network]
@@ -96,10 +132,13 @@ def start_node(name: str, image: str, *, mounts: list[str], hostname: str,
     ca = host_ca_bundle()
     if ca:
         run += ["-v", f"{ca}:{NODE_CA_BUNDLE}:ro"]
-    podman(*run, *(extra or []), image, "/sbin/init")
-    podman("exec", name, "bash", "-c",
-           "for i in $(seq 90); do s=$(systemctl is-system-running 2>/dev/null || true);"
-           " case $s in running|degraded) exit 0;; esac; sleep 1; done; exit 1", timeout=120)
+    podman(*run, *(extra or []), image, "/sbin/init", timeout=max(1.0, deadline - time.monotonic()))
+    boot = max(1, int(deadline - time.monotonic()))
+    p = podman("exec", name, "bash", "-c",
+               f"for i in $(seq {boot}); do s=$(systemctl is-system-running 2>/dev/null || true);"
+               " case $s in running|degraded) exit 0;; esac; sleep 1; done; echo $s; exit 1",
+               timeout=boot + 30, check=False)
+    assert p.returncode == 0, f"node {name}: systemd did not finish booting within {timeout:.0f} s: {p.stdout}{p.stderr}"
 
 
 def run_playbook(playbook: Path, inventory: Path, var_files: list[Path], *, extra: dict | None = None,

@@ -30,6 +30,7 @@ from node_support import (
     NODE_CA_BUNDLE,
     ROOT,
     VENV_BIN,
+    BoundedStage,
     ansible_env,
     build_agent_wheel,
     changed_tasks,
@@ -41,7 +42,21 @@ from node_support import (
     start_node,
 )
 
-pytestmark = [pytest.mark.ansible, pytest.mark.slow, pytest.mark.triton]
+# Per-stage limits (s), generous for a busy 2-core machine (quiet: image cached
+# 2 s / fresh ~90 s, first converge ~4 min, a rerun under a minute). A stage that
+# overruns fails naming itself; pytest-timeout is only the backstop (the module
+# fixtures run image + wheel + node + first converge inside one test's setup).
+STAGE_LIMITS = {
+    "node image": 1200,
+    "agent wheel": 300,
+    "node up": 300,
+    "first converge": 1800,
+    "converge": 900,
+    "converge (bad input)": 600,
+    "collect.yml": 600,
+}
+pytestmark = [pytest.mark.ansible, pytest.mark.slow, pytest.mark.triton,
+              pytest.mark.timeout(sum(STAGE_LIMITS.values()) + 600)]
 
 HERE = ROOT / "tests" / "ansible" / "agent_triton"
 TOKEN = "b4-test-token-" + uuid.uuid4().hex[:12]
@@ -68,14 +83,15 @@ class Node:
         return podman("exec", self.name, "bash", "-c", cmd, check=check, timeout=timeout)
 
     def converge(self, extra_vars: dict | None = None, token: str | None = TOKEN,
-                 timeout: float = 480) -> tuple[int, dict, str]:
+                 stage: str = "converge") -> tuple[int, dict, str]:
         """Run the playbook; (rc, ansible.posix.json document, raw output)."""
         vars_file = self.workdir / f"vars-{uuid.uuid4().hex[:6]}.json"
         vars_file.write_text(json.dumps({**self.base_vars, **(extra_vars or {})}))
         env = {"ANSIBLE_LOCAL_TEMP": "/tmp/.ansible-b4-local",
                **({"INFERFLEET_COLLECTOR_TOKEN": token} if token else {})}
-        rc, doc, raw = run_playbook(HERE / "converge.yml", self.inventory, [vars_file], env=env,
-                                    cwd=self.workdir, timeout=timeout)
+        with BoundedStage(stage, STAGE_LIMITS[stage]) as st:
+            rc, doc, raw = run_playbook(HERE / "converge.yml", self.inventory, [vars_file], env=env,
+                                        cwd=self.workdir, timeout=st.left())
         self.report_durations(doc)
         return rc, doc, raw
 
@@ -127,12 +143,15 @@ def node(tmp_path_factory: pytest.TempPathFactory):
     if os.geteuid() != 0:
         pytest.skip("the node container needs root podman (debootstrap image, systemd inside)")
     workdir = tmp_path_factory.mktemp("agent-triton")
-    image_name = node_image()
-    wheel = build_agent_wheel(workdir / "dist")
+    with BoundedStage("node image", STAGE_LIMITS["node image"]) as st:
+        image_name = node_image(timeout=st.left())
+    with BoundedStage("agent wheel", STAGE_LIMITS["agent wheel"]) as st:
+        wheel = build_agent_wheel(workdir / "dist", timeout=st.left())
     find_links, indexes, mounts = local_pip_sources()
     name = f"inferfleet-b4-{uuid.uuid4().hex[:8]}"
     try:
-        start_node(name, image_name, mounts=mounts, hostname="node1")
+        with BoundedStage("node up", STAGE_LIMITS["node up"]) as st:
+            start_node(name, image_name, mounts=mounts, hostname="node1", timeout=st.left())
         # the model Triton serves: written into the repository before the converge
         podman("exec", name, "mkdir", "-p", "/var/lib/inferfleet/triton-repo")
         podman("cp", str(HERE / "identity"), f"{name}:/var/lib/inferfleet/triton-repo/identity")
@@ -160,7 +179,7 @@ def node(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def converged(node: Node) -> Node:
-    rc, doc, raw = node.converge()
+    rc, doc, raw = node.converge(stage="first converge")
     assert rc == 0, _failure(raw)
     assert node.stats(doc).get("changed", 0) > 0
     assert TOKEN not in raw, "the collector token leaked into Ansible's output"
@@ -258,7 +277,7 @@ def test_bad_input_fails_before_touching_the_node(converged: Node, extra: dict, 
                                                   message: str) -> None:
     n = converged
     before = n.triton_invocation()
-    rc, doc, raw = n.converge(extra, token=token, timeout=240)
+    rc, doc, raw = n.converge(extra, token=token, stage="converge (bad input)")
     assert rc != 0
     assert message in raw, _failure(raw)
     assert n.stats(doc).get("changed", 0) == 0
@@ -284,14 +303,15 @@ def test_collect_fetches_spooled_results_and_pushes_them(converged: Node, tmp_pa
         out = tmp_path / "collected"
         cfg = n.workdir / "ansible.cfg"
         cfg.write_text("[defaults]\n")
-        p = subprocess.run(
-            [str(VENV_BIN / "ansible-playbook"), "-i", str(n.inventory),
-             "-e", json.dumps({"inferfleet_collect_dir": str(out), "inferfleet_collect_remove": True,
-                               "inferfleet_collect_push_url": collector.url,
-                               "inferfleet_collect_agent": str(VENV_BIN / "agent")}),
-             str(ROOT / "ansible" / "playbooks" / "collect.yml")],
-            capture_output=True, text=True, timeout=240, cwd=n.workdir,
-            env=_env({"ANSIBLE_CONFIG": str(cfg), "INFERFLEET_COLLECTOR_TOKEN": COLLECTOR_TOKEN}))
+        with BoundedStage("collect.yml", STAGE_LIMITS["collect.yml"]) as st:
+            p = subprocess.run(
+                [str(VENV_BIN / "ansible-playbook"), "-i", str(n.inventory),
+                 "-e", json.dumps({"inferfleet_collect_dir": str(out), "inferfleet_collect_remove": True,
+                                   "inferfleet_collect_push_url": collector.url,
+                                   "inferfleet_collect_agent": str(VENV_BIN / "agent")}),
+                 str(ROOT / "ansible" / "playbooks" / "collect.yml")],
+                capture_output=True, text=True, timeout=st.left(), cwd=n.workdir,
+                env=_env({"ANSIBLE_CONFIG": str(cfg), "INFERFLEET_COLLECTOR_TOKEN": COLLECTOR_TOKEN}))
         assert p.returncode == 0, _failure(p.stdout + p.stderr)
         assert COLLECTOR_TOKEN not in p.stdout + p.stderr
         stored = {r["id"] for r in collector.get("/v1/runs", limit=100).json()}

@@ -44,8 +44,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _run(cmd: list[str], timeout: int, **env: str) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=ANSIBLE, env=_env(**env), capture_output=True, text=True,
-                          timeout=timeout)
+    try:
+        proc = subprocess.run(cmd, cwd=ANSIBLE, env=_env(**env), capture_output=True, text=True,
+                              timeout=timeout)
+    except subprocess.TimeoutExpired:
+        step = " ".join(Path(c).name if i == 0 else c for i, c in enumerate(cmd))
+        pytest.fail(f"step `{step}` did not finish within its limit of {timeout} s", pytrace=False)
     proc.stdout = ANSI.sub("", proc.stdout)
     proc.stderr = ANSI.sub("", proc.stderr)
     return proc
@@ -131,15 +135,25 @@ def molecule_env(tmp_path_factory):
     reason = _podman_ready()
     if reason:
         pytest.skip(reason)
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "node-image.sh")], env=_env(),
-                          capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run(["bash", str(ROOT / "scripts" / "node-image.sh")], env=_env(),
+                              capture_output=True, text=True, timeout=900)
+    except subprocess.TimeoutExpired:
+        pytest.fail("step `node-image.sh` did not finish within its limit of 900 s", pytrace=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     print(proc.stdout.strip())
     repo = build_repo(tmp_path_factory.mktemp("aptrepo") / "repo")
     return {"INFERFLEET_APTREPO": str(repo)}
 
 
-def _molecule(step: str, scenario: str, env: dict[str, str], timeout: int = 600):
+# Per-step limits are generous for a busy 2-core machine (a quiet one converges in
+# ~2-4 min). The module fixture runs node image + create + prepare + converge in
+# the first test's setup, so pytest-timeout is only a backstop on these tests.
+MOLECULE_STEP_LIMIT = 1200
+MOLECULE_TESTS_TIMEOUT = 900 + 180 + 4 * MOLECULE_STEP_LIMIT + 600
+
+
+def _molecule(step: str, scenario: str, env: dict[str, str], timeout: int = MOLECULE_STEP_LIMIT):
     return _run([str(VENV_BIN / "molecule"), step, "-s", scenario], timeout=timeout, **env)
 
 
@@ -181,6 +195,7 @@ def node(molecule_env):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(MOLECULE_TESTS_TIMEOUT)
 def test_molecule_first_converge_skips_gpu_steps(node):
     converge = node["converge"]
     _ok(converge)
@@ -200,6 +215,7 @@ def test_molecule_first_converge_skips_gpu_steps(node):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(MOLECULE_TESTS_TIMEOUT)
 def test_molecule_idempotence(node):
     _ok(node["converge"])
     idem = _molecule("idempotence", "default", node["env"])
@@ -208,12 +224,14 @@ def test_molecule_idempotence(node):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(MOLECULE_TESTS_TIMEOUT)
 def test_molecule_verify(node):
     _ok(node["converge"])
     _ok(_molecule("verify", "default", node["env"]))
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(MOLECULE_TESTS_TIMEOUT)
 def test_molecule_upgrade_by_rerun(node):
     """Bump the matrix (Triton 24.10 -> 24.12, toolkit 1.16.2 -> 1.17.3) and rerun:
     exactly the pinned packages move, nothing else changes, Docker is not restarted
@@ -237,6 +255,7 @@ def test_molecule_upgrade_by_rerun(node):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(MOLECULE_TESTS_TIMEOUT)
 @pytest.mark.skipif(os.environ.get("INFERFLEET_TEST_DOWNGRADE") != "1",
                     reason="one more full converge (~2 min) beyond make test's time budget for these roles: "
                            "set INFERFLEET_TEST_DOWNGRADE=1 (passed when run: 130 s)")

@@ -17,7 +17,11 @@
 
 Everything it starts (containers, network, servers, temp files) is removed
 afterwards, also when a step fails. Stage timings land in
-``out/e2e/timings.json``. NVIDIA's repositories are replaced by the signed
+``out/e2e/timings.json``. Each stage has its own time limit (STAGE_LIMITS),
+generous enough for a 2-core machine busy with other work; a stage that
+overruns fails naming itself. pytest-timeout is only a backstop here (the sum
+of the stage limits): the module fixtures run several stages in one test's
+setup. NVIDIA's repositories are replaced by the signed
 local fixture repository (tests/fixtures/aptrepo); GPU behaviour is verified on
 real nodes only."""
 
@@ -43,6 +47,7 @@ from node_support import (
     NODE_CA_BUNDLE,
     ROOT,
     VENV_BIN,
+    BoundedStage,
     build_agent_wheel,
     changed_tasks,
     host_ca_bundle,
@@ -53,7 +58,30 @@ from node_support import (
     start_node,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ansible, pytest.mark.triton]
+# Per-stage limits in seconds. A quiet 2-core machine needs (README): image+wheel
+# 2 s (cached; a fresh debootstrap ~90 s), nodes up 3 s, site.yml fresh ~320 s,
+# bench.yml ~140 s, rerun <60 s, one-pin upgrade ~140 s, bench after it ~40 s;
+# the limits leave room for a machine several times slower.
+STAGE_LIMITS = {
+    "image+wheel+aptrepo": 1200,
+    "network": 120,
+    "nodes up": 600,
+    "collector": 300,
+    "inventory": 60,
+    "site.yml (fresh)": 2400,
+    "bench.yml": 1800,
+    "push again": 600,
+    "report": 600,
+    "site.yml (rerun)": 900,
+    "site.yml (upgrade one pin)": 1800,
+    "bench.yml (after upgrade)": 1200,
+    "report (after upgrade)": 600,
+}
+# a backstop only: every stage stops at its own limit first
+E2E_TIMEOUT = sum(STAGE_LIMITS.values()) + 600
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ansible, pytest.mark.triton,
+              pytest.mark.timeout(E2E_TIMEOUT)]
 
 MODELS = ["squeezenet1_1", "mobilenet_v3_small"]
 NODES = {"node-1": 8000, "node-2": 8100}  # name -> Triton HTTP port (gRPC +1, metrics +2)
@@ -64,32 +92,42 @@ UPGRADED_PACKAGES = {"libcudnn9-cuda-12", "libcudnn9-dev-cuda-12"}
 TIMINGS: dict[str, float] = {}
 
 
-class Stage:
+class Stage(BoundedStage):
+    """A bounded stage (node_support.BoundedStage) whose time lands in out/e2e/timings.json."""
+
     def __init__(self, name: str) -> None:
-        self.name = name
+        super().__init__(name, STAGE_LIMITS[name])
 
-    def __enter__(self) -> None:
-        self.t0 = time.monotonic()
-
-    def __exit__(self, *exc) -> None:
-        TIMINGS[self.name] = round(time.monotonic() - self.t0, 1)
+    def __exit__(self, exc_type, exc, tb) -> None:
+        TIMINGS[self.name] = round(self.elapsed(), 1)
         out = ROOT / "out" / "e2e"
         out.mkdir(parents=True, exist_ok=True)
         (out / "timings.json").write_text(json.dumps(TIMINGS, indent=2) + "\n")
+        super().__exit__(exc_type, exc, tb)
 
 
+def _auth() -> dict[str, str]:
+    """The collector token on every request: the collector will require it for reads too."""
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def _report_env() -> dict[str, str]:
+    """`agent fleet report --collector` reads INFERFLEET_COLLECTOR_READ_TOKEN, else
+    INFERFLEET_COLLECTOR_TOKEN: give it the collector's token, and no other."""
+    env = {k: v for k, v in os.environ.items() if k != "INFERFLEET_COLLECTOR_READ_TOKEN"}
+    return {**env, "INFERFLEET_COLLECTOR_TOKEN": TOKEN}
 
 
 def _wait_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if httpx.get(url, timeout=2).status_code < 500:
+            if httpx.get(url, timeout=2, headers=_auth()).status_code < 500:
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
+    raise subprocess.TimeoutExpired(f"waiting for {url}", timeout)
 
 
 class Fleet:
@@ -112,8 +150,8 @@ class Fleet:
         self.procs.append(p)
         return p
 
-    def playbook(self, name: str, extra: dict | None = None, limit: str | None = None,
-                 timeout: float = 1500) -> tuple[int, dict, str]:
+    def playbook(self, name: str, *, timeout: float, extra: dict | None = None,
+                 limit: str | None = None) -> tuple[int, dict, str]:
         return run_playbook(ROOT / "ansible" / "playbooks" / name, self.inventory,
                             [self.vars_file], extra=extra, limit=limit, timeout=timeout,
                             env={"INFERFLEET_COLLECTOR_TOKEN": TOKEN}, cwd=self.workdir)
@@ -128,20 +166,22 @@ class Fleet:
         return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
 
     def runs(self, **params) -> list[dict]:
-        r = httpx.get(f"{self.collector_url}/v1/runs", params={"limit": 1000, **params}, timeout=30)
+        r = httpx.get(f"{self.collector_url}/v1/runs", params={"limit": 1000, **params},
+                      headers=_auth(), timeout=30)
         r.raise_for_status()
         return r.json()
 
     def run_doc(self, run_id: str) -> dict:
-        r = httpx.get(f"{self.collector_url}/v1/runs/{run_id}", timeout=30)
+        r = httpx.get(f"{self.collector_url}/v1/runs/{run_id}", headers=_auth(), timeout=30)
         r.raise_for_status()
         return r.json()
 
-    def report(self, out: Path) -> subprocess.CompletedProcess:
+    def report(self, out: Path, timeout: float) -> subprocess.CompletedProcess:
+        """`agent fleet report` the way `make report` runs it: from the running collector."""
         return subprocess.run(
-            [str(VENV_BIN / "agent"), "fleet", "report", "--db", self.db, "--out", str(out),
-             "--format", "html,md,csv"],
-            capture_output=True, text=True, timeout=300, cwd=ROOT)
+            [str(VENV_BIN / "agent"), "fleet", "report", "--collector", self.collector_url,
+             "--out", str(out), "--format", "html,md,csv"],
+            capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=_report_env())
 
 
 @pytest.fixture(scope="module")
@@ -153,20 +193,20 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
     f = Fleet(tmp_path_factory.mktemp("e2e"))
     tag = uuid.uuid4().hex[:8]
     try:
-        with Stage("image+wheel+aptrepo"):
-            image = node_image()
-            wheel = build_agent_wheel(f.workdir / "dist")
+        with Stage("image+wheel+aptrepo") as st:
+            image = node_image(timeout=st.left())
+            wheel = build_agent_wheel(f.workdir / "dist", timeout=st.left())
             aptrepo = f.workdir / "aptrepo"
             subprocess.run([sys.executable, str(ROOT / "tests/fixtures/aptrepo/build.py"), str(aptrepo)],
-                           check=True, capture_output=True, timeout=300)
+                           check=True, capture_output=True, timeout=st.left())
 
-        with Stage("network"):
+        with Stage("network") as st:
             f.network = f"inferfleet-e2e-{tag}"
-            podman("network", "create", f.network)
-            info = json.loads(podman("network", "inspect", f.network).stdout)[0]
+            podman("network", "create", f.network, timeout=st.left())
+            info = json.loads(podman("network", "inspect", f.network, timeout=st.left()).stdout)[0]
             f.gateway = info["subnets"][0]["gateway"]
 
-        with Stage("nodes up"):
+        with Stage("nodes up") as st:
             # 2. the nodes, and the inventory from a Terraform-shaped output document
             find_links, indexes, mounts = local_pip_sources()
             nodes = {}
@@ -175,7 +215,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
                 f.containers[name] = cname  # removed by the teardown even if the boot fails
                 # privileged: Docker (the container_runtime role) runs inside the node
                 start_node(cname, image, network=f.network, mounts=mounts, hostname=name,
-                           extra=["--privileged"])
+                           extra=["--privileged"], timeout=st.left())
                 nodes[name] = {
                     "public_ip": None, "private_ip": None, "ssh_user": "root",
                     "cloud": "podman", "region": "local", "instance_type": "container-2cpu",
@@ -185,7 +225,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
                     "triton_http_port": http_port, "triton_grpc_port": http_port + 1,
                     "triton_metrics_port": http_port + 2,
                 }
-        with Stage("collector"):
+        with Stage("collector") as st:
             # the gateway address exists on this host once a container uses the network
             # 1. the collector, on the address the nodes reach the controller at
             port = free_port(f.gateway)
@@ -194,12 +234,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
             f.spawn([str(VENV_BIN / "agent"), "collector", "serve", "--db", f.db,
                      "--host", f.gateway, "--port", str(port)], "collector.log", env=env)
             f.collector_url = f"http://{f.gateway}:{port}"
-            _wait_http(f.collector_url + "/healthz")
+            _wait_http(f.collector_url + "/healthz", timeout=st.left())
             # the stand-in for NVIDIA's repositories (an air-gapped mirror)
             apt_port = free_port(f.gateway)
             f.spawn([sys.executable, "-m", "http.server", "--bind", f.gateway, "--directory",
                      str(aptrepo), str(apt_port)], "aptrepo.log")
-            _wait_http(f"http://{f.gateway}:{apt_port}/")
+            _wait_http(f"http://{f.gateway}:{apt_port}/", timeout=st.left())
 
         with Stage("inventory"):
             from agent.infra.inventory import render_inventory
@@ -235,9 +275,9 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def converged(fleet: Fleet) -> Fleet:
-    with Stage("site.yml (fresh)"):
-        rc, doc, raw = fleet.playbook("site.yml")
-    assert rc == 0, raw[-6000:]
+    with Stage("site.yml (fresh)") as st:
+        rc, doc, raw = fleet.playbook("site.yml", timeout=st.left())
+    assert rc == 0, "site.yml (fresh) failed: " + raw[-6000:]
     assert TOKEN not in raw, "the collector token leaked into Ansible's output"
     for name in NODES:
         skipped = [t for t, r in _task_results(doc, name) if r.get("skipped")]
@@ -255,9 +295,9 @@ def benched(converged: Fleet) -> Fleet:
         "inferfleet_bench_build_args": "--formats torchscript,onnx --max-batch 4",
         "inferfleet_bench_args": "--duration 0.5 --max-windows 4 --warmup 2",
     }
-    with Stage("bench.yml"):
-        rc, doc, raw = converged.playbook("bench.yml", extra=extra)
-    assert rc == 0, raw[-6000:]
+    with Stage("bench.yml") as st:
+        rc, doc, raw = converged.playbook("bench.yml", extra=extra, timeout=st.left())
+    assert rc == 0, "bench.yml failed: " + raw[-6000:]
     return converged
 
 
@@ -285,14 +325,17 @@ def test_collector_holds_each_nodes_results_exactly_once(benched: Fleet) -> None
     by_node = Counter(r["node_name"] for r in runs)
     assert by_node == {name: 2 for name in NODES}, by_node  # inprocess + triton, once each
     assert len({r["id"] for r in runs}) == len(runs)
-    for name in NODES:  # nothing left behind in the spools, and pushing again adds nothing
-        assert benched.sh(name, "ls /var/lib/inferfleet/spool/ | grep -c json || true").strip() == "0"
-        benched.sh(name, "inferfleet-agent report push", timeout=120)
+    with Stage("push again") as st:  # nothing left behind in the spools, and pushing again adds nothing
+        for name in NODES:
+            assert benched.sh(name, "ls /var/lib/inferfleet/spool/ | grep -c json || true",
+                              timeout=st.left()).strip() == "0"
+            benched.sh(name, "inferfleet-agent report push", timeout=st.left())
     assert len(benched.runs()) == len(runs)
 
 
 def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path) -> None:
-    p = benched.report(tmp_path / "report")
+    with Stage("report") as st:
+        p = benched.report(tmp_path / "report", timeout=st.left())
     assert p.returncode == 0, p.stdout + p.stderr
     rows = list(csv.DictReader(open(tmp_path / "report" / "results.csv")))
     seen = {(r["node"], r["backend"], r["model"]) for r in rows}
@@ -322,32 +365,33 @@ def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path)
 
 
 def test_rerun_changes_nothing_and_one_pin_moves_one_package(benched: Fleet, tmp_path: Path) -> None:
-    with Stage("site.yml (rerun)"):
-        rc, doc, raw = benched.playbook("site.yml")
-    assert rc == 0, raw[-6000:]
+    with Stage("site.yml (rerun)") as st:
+        rc, doc, raw = benched.playbook("site.yml", timeout=st.left())
+    assert rc == 0, "site.yml (rerun) failed: " + raw[-6000:]
     for name in NODES:
         assert doc["stats"][name]["changed"] == 0, changed_tasks(doc, name)
 
     node = "node-1"
     before = {n: benched.dpkg(n) for n in NODES}
     var, version = UPGRADED_PIN
-    with Stage("site.yml (upgrade one pin)"):
-        rc, doc, raw = benched.playbook("site.yml", extra={var: version}, limit=node)
-    assert rc == 0, raw[-6000:]
+    with Stage("site.yml (upgrade one pin)") as st:
+        rc, doc, raw = benched.playbook("site.yml", extra={var: version}, limit=node, timeout=st.left())
+    assert rc == 0, "site.yml (upgrade one pin) failed: " + raw[-6000:]
     after = benched.dpkg(node)
     moved = {p for p in set(before[node]) | set(after) if before[node].get(p) != after.get(p)}
     assert moved == UPGRADED_PACKAGES, moved
     assert all(after[p].startswith(version) for p in UPGRADED_PACKAGES), after
     assert benched.dpkg("node-2") == before["node-2"]
 
-    with Stage("bench.yml (after upgrade)"):
+    with Stage("bench.yml (after upgrade)") as st:
         rc, doc, raw = benched.playbook(
-            "bench.yml", limit=node,
+            "bench.yml", limit=node, timeout=st.left(),
             extra={"inferfleet_bench_models": MODELS, "inferfleet_bench_batch_sizes": [1],
                    "inferfleet_bench_targets": ["inprocess"],
                    "inferfleet_bench_args": "--duration 0.5 --max-windows 4 --warmup 2"})
-    assert rc == 0, raw[-6000:]
-    p = benched.report(tmp_path / "report")
+    assert rc == 0, "bench.yml (after upgrade) failed: " + raw[-6000:]
+    with Stage("report (after upgrade)") as st:
+        p = benched.report(tmp_path / "report", timeout=st.left())
     assert p.returncode == 0, p.stdout + p.stderr
     md = (tmp_path / "report" / "report.md").read_text()
     comparisons = list(csv.DictReader(open(tmp_path / "report" / "comparison.csv")))
