@@ -127,3 +127,15 @@ def test_one_collector_port_everywhere() -> None:
     ports = {str(p.relative_to(ROOT)): _tf_default(p, "collector_port")
              for p in tf if '"collector_port"' in p.read_text()}
     assert len(ports) >= 4 and set(ports.values()) == {8080}, ports
+
+
+def test_collect_without_the_token_fails_before_fetching(tmp_path: Path) -> None:
+    """make collect pushes with the collector token: without it, collect.yml stops
+    before it fetches (or deletes) anything on the nodes."""
+    inv = tmp_path / "inventory.yml"
+    inv.write_text("all:\n  children:\n    inferfleet_nodes:\n      hosts: {}\n")
+    p = _make("collect", f"INVENTORY={inv}", "COLLECTOR_URL=http://127.0.0.1:9",
+              f"COLLECT_DIR={tmp_path / 'collected'}")
+    assert p.returncode != 0
+    assert "collector token in INFERFLEET_COLLECTOR_TOKEN" in p.stdout + p.stderr, p.stdout[-2000:]
+    assert not (tmp_path / "collected").exists()
