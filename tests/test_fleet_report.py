@@ -38,6 +38,7 @@ def fleet_docs():
         if r.format == "tensorrt":
             r.throughput_ips *= 0.8
             r.latency_ms.p99 *= 1.25
+            r.latency_ms.max *= 1.25  # percentiles stay in order (the collector checks)
     return docs, before, after
 
 
@@ -241,13 +242,14 @@ def _row(**kw):
 
 
 def _report(rows, comparisons=(), budget=None):
-    from agent.fleet.data import Report, _best, _by_gpu, _derive
+    from agent.fleet.data import Report, _best, _by_gpu, _compared_node, _derive
 
-    rows = list(rows)
+    rows, comparisons = list(rows), list(comparisons)
     _derive(rows)
+    compared = [_compared_node(c.node, c.before_stack, c.after_stack, [c]) for c in comparisons]
     return Report(generated_at=datetime.now(UTC), since=None, threshold_pct=5.0, p99_budget_ms=budget,
                   nodes=[], rows=rows, by_gpu=_by_gpu(rows), best=_best(rows, budget),
-                  comparisons=list(comparisons))
+                  comparisons=comparisons, compared_nodes=compared)
 
 
 def test_csv_cells_a_spreadsheet_would_execute_are_escaped():
@@ -260,7 +262,7 @@ def test_csv_cells_a_spreadsheet_would_execute_are_escaped():
     evil = {"gpu": '=HYPERLINK("http://evil.example/x","click")', "instance_type": "@SUM(1+1)",
             "stack": "-2+3+cmd|' /C calc'!A0", "run_id": "+1", "node": "\tnode", "backend": "\r=1"}
     rows = [_row(**evil)]
-    cmp = Comparison("=node", "resnet18", "onnx", "fp32", 1, 1, "a", "b", "=before", "@after",
+    cmp = Comparison("=node", "resnet18", "onnx", "fp32", 1, 1, "a", "b", "=before=1", "@after=2",
                      100.0, 94.8, -5.2, 1.0, 1.1, 10.0, "regression")
     files = csv_files(_report(rows, [cmp]))
     for name, text in files.items():
@@ -280,7 +282,7 @@ def test_csv_cells_a_spreadsheet_would_execute_are_escaped():
     assert {(b["criterion"], b["gpu"], b["node"]) for b in best} == {
         ("fastest", "'" + evil["gpu"], "'\tnode"), ("cheapest", "'" + evil["gpu"], "'\tnode")}
     c = next(csv.DictReader(io.StringIO(files["comparison.csv"], newline="")))
-    assert (c["node"], c["before_stack"], c["after_stack"]) == ("'=node", "'=before", "'@after")
+    assert (c["node"], c["before_stack"], c["after_stack"]) == ("'=node", "'=before=1", "'@after=2")
     assert c["ips_change_pct"] == "-5.2" and ",-5.2," in files["comparison.csv"]  # a number, unescaped
     # the shared rule itself
     assert safe_cell("-1") == "'-1" and safe_cell(-1.5) == "-1.5" and safe_cell(-3) == -3
@@ -298,3 +300,48 @@ def test_perf_analyzer_csv_goes_through_the_safe_writer(monkeypatch):
     doc = make_document(make_node(0), ("resnet18",), ("onnx",), (1,), created_at=T0)
     lines = csvout.perf_analyzer_csv(doc).splitlines()
     assert calls and len(lines) == 2 and lines[1].split(",")[1] == f"{doc.results[0].throughput_ips:.2f}"
+
+
+def test_unstable_results_are_flagged_everywhere_and_never_best():
+    """A result marked unstable is marked ⚠ in HTML and Markdown (with a legend),
+    has stable=False in results.csv, is counted in the per-GPU summary, and is never
+    the fastest, the cheapest or the best under the p99 budget."""
+    from agent.fleet.data import Comparison
+    from agent.fleet.render import context, csv_files
+    from agent.templating import render
+
+    a = _row(node="node-a", throughput_ips=1000.0, p99_ms=2.0)
+    b = _row(node="node-b", throughput_ips=5000.0, p99_ms=1.0, stable=False, price_per_hour=0.1)
+    c = _row(node="node-c", model="alexnet", throughput_ips=10.0, stable=False)  # only unstable results
+    cmp = Comparison("node-b", "resnet18", "onnx", "fp32", 1, 1, "r1", "r2", "driver=1", "driver=2",
+                     4000.0, 5000.0, 25.0, 1.0, 1.0, 0.0, "improvement", stable=False)
+    report = _report([a, b, c], [cmp], budget=3.0)
+    best = {(x["model"], x["criterion"]): x for x in report.best}
+    assert best[("resnet18", "fastest")]["node"] == "node-a"
+    assert best[("resnet18", "cheapest")]["node"] == "node-a"
+    assert best[("alexnet", "fastest")]["node"] is None
+    assert best[("alexnet", "fastest")]["note"] == "no stable configuration within the p99 budget"
+    gpu = next(g for g in report.by_gpu if g["model"] == "resnet18")
+    assert (gpu["nodes"], gpu["unstable"], gpu["best_ips"]) == (2, 1, 1000.0)
+    assert gpu["median_ips"] == pytest.approx(3000.0)  # medians include them (documented)
+    assert next(g for g in report.by_gpu if g["model"] == "alexnet")["best_ips"] is None
+
+    files = csv_files(report)
+    rows = {x["node"]: x for x in csv.DictReader(io.StringIO(files["results.csv"]))}
+    assert (rows["node-a"]["stable"], rows["node-b"]["stable"]) == ("True", "False")
+    assert {g["model"]: g["unstable"] for g in csv.DictReader(io.StringIO(files["by_gpu.csv"]))} == \
+        {"alexnet": "1", "resnet18": "1"}
+    assert next(csv.DictReader(io.StringIO(files["comparison.csv"])))["stable"] == "False"
+
+    ctx = context(report, with_plots=False)
+    md = render("report/report.md.j2", **ctx)
+    assert "⚠ unstable: the measurement did not settle" in md and "2 of 3 configuration(s)" in md
+    assert "| node-b | NVIDIA A10G | onnx | fp32 | 1 | 1 | 5,000 ⚠ unstable |" in md
+    assert "| node-a | NVIDIA A10G | onnx | fp32 | 1 | 1 | 1,000 |" in md
+    assert "| NVIDIA A10G | onnx | fp32 | 1 | 1 | 2 | ⚠ 1 |" in md
+    assert "| improvement ⚠ unstable |" in md and "1 improvement(s) beyond ±5.0 %, ⚠ 1 with an unstable" in md
+    html = render("report/report.html.j2", **ctx)
+    assert '<span class="unstable">⚠ unstable</span>: the measurement did not settle' in html
+    assert html.count('<tr class="unstable"><td>node-') == 2  # node-b and node-c
+    assert '<td>improvement <span class="unstable">⚠ unstable</span></td>' in html
+    assert '<span class="unstable">⚠ 1</span>' in html

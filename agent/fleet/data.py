@@ -61,6 +61,7 @@ class Comparison:
     after_p99_ms: float
     p99_change_pct: float
     flag: str  # regression | improvement | unchanged
+    stable: bool = True  # both measurements stable; an unstable pair is flagged "⚠ unstable" in the report
 
 
 @dataclass
@@ -82,6 +83,11 @@ class Report:
 
     def rows_for(self, model: str) -> list[Row]:
         return [r for r in self.rows if r.model == model]
+
+    @property
+    def unstable(self) -> int:
+        """Configurations whose newest result is unstable (shown, marked ⚠, never "best")."""
+        return sum(not r.stable for r in self.rows)
 
 
 def cost_per_million(price_per_hour: float | None, throughput_ips: float) -> float | None:
@@ -154,6 +160,10 @@ def _median(xs: list[float]) -> float | None:
 
 
 def _by_gpu(rows: list[Row]) -> list[dict]:
+    """Per model × GPU × configuration, over its nodes. Unstable results are
+    counted (``unstable``) and stay in the medians, which one noisy node cannot
+    move far; ``best_ips`` (a maximum, which one noisy node can) is over the
+    stable results only (None when there is none)."""
     groups: dict[tuple, list[Row]] = defaultdict(list)
     for r in rows:
         groups[(r.model, r.gpu, r.backend, r.precision, r.batch_size, r.concurrency)].append(r)
@@ -162,8 +172,9 @@ def _by_gpu(rows: list[Row]) -> list[dict]:
         out.append({
             "model": model, "gpu": gpu, "backend": backend, "precision": precision,
             "batch_size": bs, "concurrency": conc, "nodes": len({r.node for r in rs}),
+            "unstable": sum(not r.stable for r in rs),
             "median_ips": _median([r.throughput_ips for r in rs]),
-            "best_ips": max(r.throughput_ips for r in rs),
+            "best_ips": max((r.throughput_ips for r in rs if r.stable), default=None),
             "median_p99_ms": _median([r.p99_ms for r in rs]),
             "median_speedup_vs_eager": _median([r.speedup_vs_eager for r in rs]),
             "median_cost_per_million": _median([r.cost_per_million for r in rs]),
@@ -172,12 +183,15 @@ def _by_gpu(rows: list[Row]) -> list[dict]:
 
 
 def _best(rows: list[Row], budget: float | None) -> list[dict]:
+    """Fastest and cheapest configuration per model under the p99 budget, out of
+    the stable results: an unstable measurement is never recommended."""
     fastest: dict[str, Row] = {}
     cheapest: dict[str, Row] = {}
     models = set()
+    within = "" if budget is None else " within the p99 budget"
     for r in rows:
         models.add(r.model)
-        if budget is not None and r.p99_ms > budget:
+        if not r.stable or (budget is not None and r.p99_ms > budget):
             continue
         f = fastest.get(r.model)
         if f is None or r.throughput_ips > f.throughput_ips:
@@ -193,7 +207,8 @@ def _best(rows: list[Row], budget: float | None) -> list[dict]:
                 out.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
                             "precision": None, "batch_size": None, "concurrency": None,
                             "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
-                            "note": "no configuration within the p99 budget"})
+                            "note": f"no stable configuration{within}"
+                            + (" with a known $/hour" if kind == "cheapest" and model in fastest else "")})
                 continue
             out.append({"model": model, "criterion": kind, "node": r.node, "gpu": r.gpu,
                         "backend": r.backend, "precision": r.precision, "batch_size": r.batch_size,
@@ -223,7 +238,7 @@ def _compare(before: list[Row], after: list[Row], threshold: float, same_node: b
         dt, dp = pct(b.throughput_ips, a.throughput_ips), pct(b.p99_ms, a.p99_ms)
         out.append(Comparison(a.node, a.model, a.backend, a.precision, a.batch_size, a.concurrency,
                               b.run_id, a.run_id, b.stack, a.stack, b.throughput_ips, a.throughput_ips,
-                              dt, b.p99_ms, a.p99_ms, dp, _flag(dt, dp, threshold)))
+                              dt, b.p99_ms, a.p99_ms, dp, _flag(dt, dp, threshold), b.stable and a.stable))
     return out
 
 
@@ -267,7 +282,8 @@ def _compared_node(node: str, before_stack: str, after_stack: str, cs: list[Comp
     changed = " ".join(f"{k} {b.get(k)}→{a.get(k)}" for k in a if a.get(k) != b.get(k))
     return {"node": node, "before_stack": before_stack, "after_stack": after_stack, "changed": changed,
             "configs": len(cs), "regressions": sum(c.flag == "regression" for c in cs),
-            "improvements": sum(c.flag == "improvement" for c in cs)}
+            "improvements": sum(c.flag == "improvement" for c in cs),
+            "unstable": sum(not c.stable for c in cs)}
 
 
 def _nodes(conn) -> list[dict]:  # noqa: ANN001

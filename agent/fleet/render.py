@@ -78,7 +78,7 @@ def context(report: Report, with_plots: bool) -> dict:
                "figure": figures.get(m)} for m in report.models]
     flagged = [c for c in report.comparisons if c.flag != "unchanged"]
     return {"r": report, "models": models, "detail": detail, "max_nodes_detail": MAX_NODES_DETAIL,
-            "fmt": _fmt, "money": _money, "csv_files": CSV_FILES,
+            "fmt": _fmt, "money": _money, "csv_files": CSV_FILES, "unstable": report.unstable,
             "comparisons_shown": report.comparisons if len(report.comparisons) <= 300 else flagged,
             "flagged": flagged}
 
