@@ -345,3 +345,39 @@ def test_unstable_results_are_flagged_everywhere_and_never_best():
     assert html.count('<tr class="unstable"><td>node-') == 2  # node-b and node-c
     assert '<td>improvement <span class="unstable">⚠ unstable</span></td>' in html
     assert '<span class="unstable">⚠ 1</span>' in html
+
+
+def test_a_far_future_timestamp_cannot_hide_newer_results(db_url):
+    """A run that arrived at T0+1min claiming 2099 (written straight into the tables:
+    the collector refuses it at ingest today) neither stays "newest" for its
+    configurations, nor passes --since for ever, nor becomes the "after" of the stack
+    comparison: the report orders by min(created_at, received_at)."""
+    from sqlalchemy import update
+
+    from agent.collector.tables import results, runs
+    from agent.fleet.data import build_report
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    models, formats = ("resnet18",), ("eager", "onnx")
+    old = make_document(make_node(0), models, formats, (1,), created_at=T0, seed=1)
+    forged = make_document(make_node(0), models, formats, (1,), created_at=T0 + timedelta(minutes=1), seed=2)
+    new = make_document(make_node(0, driver_version="550.54.15"), models, formats, (1,),
+                        created_at=T0 + timedelta(days=1), seed=3)
+    assert ingest_many(engine, [old, forged, new]) == 3
+    future, arrived = datetime(2099, 1, 1), datetime(2025, 5, 1, 0, 1)  # naive UTC, as stored
+    with engine.begin() as conn:
+        conn.execute(update(runs).where(runs.c.id == forged.id).values(created_at=future, received_at=arrived))
+        conn.execute(update(results).where(results.c.run_id == forged.id).values(created_at=future))
+    try:
+        report = build_report(engine)
+        assert {r.run_id for r in report.rows} == {new.id}
+        assert [r.throughput_ips for r in report.rows] == pytest.approx(
+            [r.throughput_ips for r in new.results])
+        [node] = report.compared_nodes
+        assert "driver=550.54.15" in node["after_stack"] and "driver=535.183.01" in node["before_stack"]
+        assert {(c.before_run, c.after_run) for c in report.comparisons} == {(forged.id, new.id)}
+        since = build_report(engine, since=T0 + timedelta(hours=12))
+        assert {r.run_id for r in since.rows} == {new.id} and since.compared_nodes == []
+    finally:
+        engine.dispose()

@@ -101,6 +101,16 @@ def pct(before: float, after: float) -> float:
     return (after - before) / before * 100.0 if before else float("inf")
 
 
+# "Newest" is by *effective* time: the result's created_at, but never later than
+# when the collector received its run. created_at comes from the document (the
+# node's clock, or whoever wrote it); received_at is the collector's own clock. A
+# document claiming 2099 would otherwise stay "newest" for its configuration
+# forever and hide every later real measurement of that node. CASE WHEN, not
+# MIN()/LEAST(): the scalar two-argument minimum is spelled differently on
+# SQLite and PostgreSQL. (The collector also refuses far-future documents at
+# ingest; this defends the report against rows stored before or around that.)
+EFFECTIVE_AT = "CASE WHEN {t}.created_at > {t}.received_at THEN {t}.received_at ELSE {t}.created_at END"
+
 # A result served through Triton is its own backend ("triton-onnx"), so the
 # newest in-process and served measurements of one engine never hide each other.
 LATEST_SQL = """
@@ -109,9 +119,11 @@ WITH latest AS (
          r.throughput_ips, r.p50_ms, r.p99_ms, r.stable, r.created_at,
          ROW_NUMBER() OVER (
            PARTITION BY r.node_name, r.model, r.backend, r.precision, r.batch_size, r.concurrency
-           ORDER BY r.created_at DESC, r.id DESC) AS rn
+           ORDER BY r.effective_at DESC, r.id DESC) AS rn
   FROM (SELECT res.*, CASE WHEN ru0.target = 'triton' THEN 'triton-' || res.format
-                           ELSE res.format END AS backend
+                           ELSE res.format END AS backend,
+               CASE WHEN res.created_at > ru0.received_at THEN ru0.received_at
+                    ELSE res.created_at END AS effective_at
         FROM results res JOIN runs ru0 ON ru0.id = res.run_id) r {where}
 )
 SELECT l.node_name, COALESCE(ru.gpu_name, 'cpu'), COALESCE(ru.instance_type, ''), ru.price_per_hour,
@@ -126,7 +138,8 @@ ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concur
 def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None) -> list[Row]:  # noqa: ANN001
     conds, params = [], {}
     if since is not None:
-        conds.append("r.created_at >= :since")
+        # effective_at <= created_at: the first test lets the index narrow, the second decides
+        conds.append("r.created_at >= :since AND r.effective_at >= :since")
         params["since"] = since
     if run_ids is not None:
         conds.append("r.run_id IN :run_ids")
@@ -243,16 +256,19 @@ def _compare(before: list[Row], after: list[Row], threshold: float, same_node: b
 
 
 def _stack_comparisons(conn, since, threshold: float) -> tuple[list[Comparison], list[dict]]:  # noqa: ANN001
-    """Per node: the newest stack against the newest earlier run with a different stack."""
-    q = "SELECT node_name, id, created_at, stack FROM runs"
+    """Per node: the newest stack against the newest earlier run with a different stack
+    ("newest" by effective time, as in LATEST_SQL: a run cannot be newer than its arrival)."""
+    effective = EFFECTIVE_AT.format(t="runs")
+    since_sql = f"created_at >= :since AND {effective} >= :since" if since is not None else ""
+    q = "SELECT node_name, id, stack FROM runs"
     params = {}
     if since is not None:
-        q += " WHERE created_at >= :since"
+        q += " WHERE " + since_sql
         params["since"] = since
-    q += " ORDER BY node_name, created_at DESC, id DESC"
+    q += f" ORDER BY node_name, {effective} DESC, id DESC"
     pairs: dict[str, tuple[str, str]] = {}
     current: dict[str, str] = {}
-    for node, _id, _t, stack in conn.execute(text(q), params):
+    for node, _id, stack in conn.execute(text(q), params):
         if node not in current:
             current[node] = stack
         elif node not in pairs and stack != current[node]:
@@ -264,7 +280,7 @@ def _stack_comparisons(conn, since, threshold: float) -> tuple[list[Comparison],
     for i in range(0, len(names), 500):
         chunk = names[i:i + 500]
         sql = text("SELECT id, node_name, stack FROM runs WHERE node_name IN :nodes"
-                   + (" AND created_at >= :since" if since is not None else "")).bindparams(
+                   + (" AND " + since_sql if since is not None else "")).bindparams(
             bindparam("nodes", expanding=True))
         run_stack = {rid: (node, stack) for rid, node, stack in conn.execute(sql, {"nodes": chunk, **params})}
         for node in chunk:
