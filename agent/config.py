@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from agent.errors import AgentError
+from agent.schema import Name
 
 DEFAULT_CONFIG = Path("/etc/inferfleet/agent.toml")
 DEFAULT_TOKEN_ENV = "INFERFLEET_COLLECTOR_TOKEN"
@@ -31,7 +32,7 @@ def default_state_dir() -> Path:
 class AgentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    node_name: str = socket.gethostname()
+    node_name: Name = socket.gethostname()  # letters, digits, ".", "_", "-" (the collector checks it)
     cloud: str | None = None
     region: str | None = None
     instance_type: str | None = None

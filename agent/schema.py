@@ -8,11 +8,12 @@ any incompatible change."""
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import UTC, datetime
-from typing import Literal
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MANIFEST_SCHEMA_VERSION = "1.0"
 RESULT_SCHEMA_VERSION = "1.0"
@@ -29,6 +30,51 @@ def utcnow() -> datetime:
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ------------------------------------------------------------ checked values
+# A result document crosses a trust boundary (node -> collector -> report), so
+# its values are checked, not only its types: the collector answers 422 to a
+# document that breaks any of these rules, on SQLite and PostgreSQL alike
+# (the bounds below are also what the collector's columns can hold).
+MAX_CLOCK_SKEW = timedelta(minutes=5)  # created_at may be this far ahead of the receiver's clock
+MAX_INT = 2**31 - 1  # PostgreSQL INTEGER
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # node names, model names, ids: no spaces, quotes, slashes
+
+Name = Annotated[str, Field(min_length=1, max_length=128, pattern=NAME_PATTERN)]
+DocumentId = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+Text = Annotated[str, Field(max_length=255)]
+Short = Annotated[str, Field(max_length=64)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
+Positive = Annotated[int, Field(ge=1, le=MAX_INT)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _control_character(value: Any, path: str = "") -> str | None:
+    """Path of the first string (key or value) holding a control character (NUL included)."""
+    stack = [(path, value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            if _CONTROL.search(v):
+                return where or "document"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                if isinstance(k, str) and _CONTROL.search(k):
+                    return f"{where}.{k!r}".lstrip(".")
+                stack.append((f"{where}.{k}".lstrip("."), x))
+        elif isinstance(v, list):
+            stack.extend((f"{where}.{i}", x) for i, x in enumerate(v))
+    return None
+
+
+class Checked(Strict):
+    """Result-side models: no NaN/infinity anywhere."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------- manifest
@@ -98,92 +144,118 @@ class Manifest(Strict):
 
 
 # ---------------------------------------------------------------------- results
-class NodeFacts(Strict):
+class NodeFacts(Checked):
     """Who measured: identity from the agent config, facts probed on the node."""
 
-    node_name: str
-    hostname: str
-    cloud: str | None = None
-    region: str | None = None
-    instance_type: str | None = None
-    price_per_hour: float | None = None  # USD, from the agent config
-    labels: dict[str, str] = {}
-    os: str | None = None
-    cpu: str | None = None
-    cpu_count: int | None = None
-    memory_gb: float | None = None
-    gpu_name: str | None = None
-    gpu_count: int = 0
-    gpu_compute_capability: str | None = None
-    driver_version: str | None = None
-    cuda_version: str | None = None
-    cudnn_version: str | None = None
-    tensorrt_version: str | None = None
-    triton_version: str | None = None
-    torch_version: str | None = None
-    torchvision_version: str | None = None
-    onnxruntime_version: str | None = None
-    python_version: str | None = None
-    agent_version: str | None = None
+    node_name: Name
+    hostname: Annotated[str, Field(min_length=1, max_length=255)]
+    cloud: Short | None = None
+    region: Short | None = None
+    instance_type: Annotated[str, Field(max_length=128)] | None = None
+    price_per_hour: NonNegative | None = None  # USD, from the agent config
+    labels: dict[Short, Text] = Field(default={}, max_length=64)
+    os: Text | None = None
+    cpu: Text | None = None
+    cpu_count: Count | None = None
+    memory_gb: NonNegative | None = None
+    gpu_name: Annotated[str, Field(max_length=128)] | None = None
+    gpu_count: Count = 0
+    gpu_compute_capability: Short | None = None
+    driver_version: Short | None = None
+    cuda_version: Short | None = None
+    cudnn_version: Short | None = None
+    tensorrt_version: Short | None = None
+    triton_version: Short | None = None
+    torch_version: Short | None = None
+    torchvision_version: Short | None = None
+    onnxruntime_version: Short | None = None
+    python_version: Short | None = None
+    agent_version: Short | None = None
 
 
-class LatencyStats(Strict):
-    """Milliseconds per request (one request = one batch)."""
+class LatencyStats(Checked):
+    """Milliseconds per request (one request = one batch); percentiles in order."""
 
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    mean: float
-    min: float
-    max: float
-    std: float
+    p50: NonNegative
+    p90: NonNegative
+    p95: NonNegative
+    p99: NonNegative
+    mean: NonNegative
+    min: NonNegative
+    max: NonNegative
+    std: NonNegative
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LatencyStats:
+        order = [("min", self.min), ("p50", self.p50), ("p90", self.p90), ("p95", self.p95),
+                 ("p99", self.p99), ("max", self.max)]
+        for (a, x), (b, y) in zip(order, order[1:]):
+            if x > y * (1 + 1e-9) + 1e-12:  # interpolated percentiles may differ in the last bit
+                raise ValueError(f"latency percentiles out of order: {a} {x:g} > {b} {y:g}")
+        return self
 
 
-class ServerBreakdown(Strict):
+class ServerBreakdown(Checked):
     """Per-request averages from Triton's statistics API (microseconds)."""
 
-    queue_us: float
-    compute_input_us: float
-    compute_infer_us: float
-    compute_output_us: float
-    request_count: int
+    queue_us: NonNegative
+    compute_input_us: NonNegative
+    compute_infer_us: NonNegative
+    compute_output_us: NonNegative
+    request_count: Count
 
 
-class BenchResult(Strict):
-    model: str
+class BenchResult(Checked):
+    model: Name
     format: Format
     precision: Precision = "fp32"
     device: Literal["cpu", "cuda"] = "cpu"
-    batch_size: int
-    concurrency: int = 1
-    triton_model: str | None = None
+    batch_size: Positive
+    concurrency: Positive = 1
+    triton_model: Name | None = None
     protocol: Literal["http", "grpc"] | None = None
     latency_ms: LatencyStats
-    throughput_ips: float  # inferences (samples) per second
-    requests: int
-    windows: int
+    throughput_ips: NonNegative  # inferences (samples) per second
+    requests: Count
+    windows: Count
     stable: bool
-    speedup_vs_eager: float | None = None
-    peak_host_mem_mb: float | None = None
-    peak_gpu_mem_mb: float | None = None
+    speedup_vs_eager: NonNegative | None = None
+    peak_host_mem_mb: NonNegative | None = None
+    peak_gpu_mem_mb: NonNegative | None = None
     server: ServerBreakdown | None = None
 
 
-class BenchSettings(Strict):
-    warmup: int
-    window_seconds: float | None = None
-    iterations: int | None = None
-    stability_pct: float
-    max_windows: int
-    url: str | None = None
+class BenchSettings(Checked):
+    warmup: Count
+    window_seconds: Annotated[float, Field(gt=0)] | None = None
+    iterations: Positive | None = None
+    stability_pct: NonNegative
+    max_windows: Positive
+    url: Text | None = None
 
 
-class ResultDocument(Strict):
+class ResultDocument(Checked):
     schema_version: Literal["1.0"] = RESULT_SCHEMA_VERSION
-    id: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    id: DocumentId = Field(default_factory=lambda: str(uuid.uuid4()))
     created_at: datetime = Field(default_factory=utcnow)
     target: Target
     node: NodeFacts
     settings: BenchSettings
     results: list[BenchResult]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_control_characters(cls, data: Any) -> Any:
+        where = _control_character(data)
+        if where is not None:
+            raise ValueError(f"control character (e.g. NUL) in {where}")
+        return data
+
+    @field_validator("created_at")
+    @classmethod
+    def _not_in_the_future(cls, t: datetime) -> datetime:
+        aware = t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+        if aware > datetime.now(UTC) + MAX_CLOCK_SKEW:
+            raise ValueError(f"created_at {t.isoformat()} is in the future (more than "
+                             f"{int(MAX_CLOCK_SKEW.total_seconds() // 60)} min ahead of this clock)")
+        return t

@@ -44,9 +44,11 @@ class Collector:
     """`agent collector serve` for real, stoppable and restartable on the same port."""
 
     def __init__(self, db: str, log: Path, port: int | None = None, max_body: int | None = None,
-                 token: str = TOKEN) -> None:
+                 token: str = TOKEN, read_token: str | None = None, extra_args: tuple[str, ...] = (),
+                 env: dict[str, str] | None = None) -> None:
         self.db, self.log, self.port = db, log, port or free_port()
-        self.max_body, self.token = max_body, token
+        self.max_body, self.token, self.read_token = max_body, token, read_token
+        self.extra_args, self.extra_env = extra_args, env or {}
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -58,8 +60,11 @@ class Collector:
                 "--port", str(self.port), "--token-env", TOKEN_ENV]
         if self.max_body:
             args += ["--max-body-bytes", str(self.max_body)]
-        env = agent_env()
+        args += list(self.extra_args)
+        env = agent_env(**self.extra_env)
         env[TOKEN_ENV] = self.token
+        if self.read_token:
+            env["INFERFLEET_COLLECTOR_READ_TOKEN"] = self.read_token
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -91,8 +96,9 @@ class Collector:
             h["Authorization"] = f"Bearer {token}"
         return httpx.post(self.url + "/v1/results", content=body, headers=h, timeout=30)
 
-    def get(self, path: str, **params) -> httpx.Response:
-        return httpx.get(self.url + path, params=params, timeout=30)
+    def get(self, path: str, token: str | None = TOKEN, **params) -> httpx.Response:
+        h = {"Authorization": f"Bearer {token}"} if token is not None else {}
+        return httpx.get(self.url + path, params=params, headers=h, timeout=30)
 
 
 @pytest.fixture(scope="session")

@@ -133,7 +133,7 @@ def test_wrong_or_missing_token_and_url(config, sqlite_collector, monkeypatch):
     monkeypatch.setenv(TOKEN_ENV, TOKEN)
     with pytest.raises(AgentError, match="no collector URL"):
         push_spool(config)
-    with pytest.raises(AgentError, match="must start with http"):
+    with pytest.raises(AgentError, match="must be http://HOST"):
         push_spool(config, collector_url="ftp://x")
     assert len(spooled(config.spool_dir)) == 1
     assert stored_ids(sqlite_collector) == []
@@ -144,9 +144,11 @@ def test_rejected_document_is_kept_aside_not_lost(config, sqlite_collector):
     spool_document(good, config)
     bad = config.spool_dir / "broken.json"
     bad.write_text('{"schema_version": "9.9"}')
-    with pytest.raises(AgentError, match="rejected 1 document.*broken.json: 422 unsupported schema_version"):
+    with pytest.raises(AgentError, match="rejected 1 document.*broken.json: 422 unsupported schema_version") as e:
         push_spool(config, collector_url=sqlite_collector.url)
-    assert (config.spool_dir / "rejected" / "broken.json").exists()
+    assert e.value.code == 3
+    assert (config.spool_dir / "dead-letter" / "broken.json").exists()
+    assert "422 unsupported schema_version" in (config.spool_dir / "dead-letter" / "broken.reason").read_text()
     assert stored_ids(sqlite_collector) == [good.id]
 
 

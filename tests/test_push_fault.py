@@ -91,4 +91,4 @@ def test_concurrent_pushers_survive_collector_restarts_exactly_once(db_url, tmp_
     assert result_rows == 2 * len(sent)  # and none of their rows were written twice
     for state in set(spools.values()):
         assert list((state / "spool").glob("*.json")) == []
-        assert not (state / "spool" / "rejected").exists()
+        assert not (state / "spool" / "dead-letter").exists()

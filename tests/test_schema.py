@@ -70,3 +70,52 @@ def test_manifest_roundtrip_and_names(built_engines, tmp_path):
     assert raw["schema_version"] == "1.0"
     with pytest.raises(ValidationError):
         Manifest.model_validate({**raw, "schema_version": "0.9"})
+
+
+def _with(path: str, value):  # noqa: ANN001, ANN202
+    """DOC with one value replaced (dotted path, list indices as numbers)."""
+    doc = json.loads(json.dumps(DOC))
+    *parents, last = path.split(".")
+    target = doc
+    for p in parents:
+        target = target[int(p)] if isinstance(target, list) else target[p]
+    target[last] = value
+    return doc
+
+
+BAD_VALUES = [
+    ("results.0.latency_ms.p99", float("nan"), "finite"),
+    ("results.0.throughput_ips", float("inf"), "finite"),
+    ("results.0.latency_ms.p50", -1.0, "greater than or equal to 0"),
+    ("results.0.latency_ms.p95", 5.0, "percentiles out of order: p95 5 > p99 4"),
+    ("results.0.batch_size", 0, "greater than or equal to 1"),
+    ("results.0.concurrency", 0, "greater than or equal to 1"),
+    ("results.0.batch_size", 2**40, "less than or equal to 2147483647"),
+    ("results.0.model", "../etc", "pattern"),
+    ("node.node_name", "", "at least 1 character"),
+    ("node.node_name", "node 1", "pattern"),
+    ("node.node_name", "n" * 129, "at most 128 characters"),
+    ("node.cpu", "Xeon\x00", "control character"),
+    ("node.labels", {"a\x00": "b"}, "control character"),
+    ("node.price_per_hour", -0.5, "greater than or equal to 0"),
+    ("id", "x" * 65, "at most 64 characters"),
+    ("id", "a/b", "pattern"),
+    ("created_at", "2999-01-01T00:00:00Z", "in the future"),
+]
+
+
+@pytest.mark.parametrize("path, value, message", BAD_VALUES, ids=[f"{p}={str(v)[:12]!r}" for p, v, _ in BAD_VALUES])
+def test_result_document_checks_values_not_only_types(path, value, message):
+    with pytest.raises(ValidationError, match=message):
+        ResultDocument.model_validate(_with(path, value))
+
+
+def test_result_document_accepts_edge_values():
+    from datetime import timedelta
+
+    from agent.schema import utcnow
+
+    soon = (utcnow() + timedelta(minutes=2)).isoformat()
+    for path, value in [("created_at", soon), ("node.price_per_hour", 0.0), ("node.cpu", "Xeon® — 2 GHz"),
+                        ("results.0.latency_ms.p99", 3.0), ("node.node_name", "gpu-01.eu_west.internal")]:
+        ResultDocument.model_validate(_with(path, value))

@@ -1,15 +1,22 @@
 """The collector's HTTP API (FastAPI; OpenAPI at ``/openapi.json``, docs at ``/docs``).
 
-Writes need ``Authorization: Bearer <token>``; the token comes from the
-environment of the server, is compared in constant time and never logged.
-Bodies are read up to a configurable limit, then parsed and validated
-against :class:`agent.schema.ResultDocument`; anything wrong is answered
-with a 4xx and a one-line ``detail`` and changes nothing."""
+Every ``/v1`` route needs ``Authorization: Bearer <token>``: writes the write
+token, reads the write token or a separate read-only token. Tokens come
+from the environment of the server, are compared in constant time and never
+logged; ``/healthz``, ``/docs`` and ``/openapi.json`` stay open.
+
+A body must be ``application/json`` (else 415), is read up to a configurable
+limit (413), its nesting depth is bounded before it is parsed (400), and it
+is validated against :class:`agent.schema.ResultDocument`, values included
+(422). A bad body is always answered with a 4xx and a one-line ``detail``
+and changes nothing: never a 500, so that a pusher can tell a document that
+will never be accepted from an outage."""
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from datetime import datetime
 from typing import Annotated
 
@@ -19,6 +26,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from agent import __version__
 from agent.collector.ingest import ingest, to_utc_naive
@@ -26,7 +34,10 @@ from agent.collector.tables import nodes, results, runs
 from agent.schema import RESULT_SCHEMA_VERSION, ResultDocument
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
+MAX_JSON_DEPTH = 32  # a result document nests 4 deep; json.loads recurses and would crash near 1,000
 RESULTS_PATH = "/v1/results"
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -42,12 +53,39 @@ def validation_message(e: ValidationError) -> str:
     return f"invalid result document: {where}: {first['msg']}{more}"
 
 
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays/objects in ``body``, without parsing it (strings skipped)."""
+    brackets = _NOT_BRACKET.sub(b"", _JSON_STRING.sub(b"", body))
+    depth = deepest = 0
+    for b in brackets:
+        if b in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not a number this collector stores (values must be finite)")
+
+
+def is_json(content_type: str | None) -> bool:
+    media = (content_type or "").split(";", 1)[0].strip().lower()
+    return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
+
+
 def parse_document(body: bytes) -> ResultDocument:
     """Bytes -> ResultDocument, or HTTPException(4xx) with a clear message."""
+    depth = json_depth(body)
+    if depth > MAX_JSON_DEPTH:
+        raise HTTPException(400, f"JSON nested {depth} deep: the limit is {MAX_JSON_DEPTH}")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constants)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HTTPException(400, f"malformed JSON: {e}") from None
+    except (ValueError, RecursionError) as e:  # NaN/Infinity, integers of more than 4,300 digits
+        raise HTTPException(422, f"invalid JSON value: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise HTTPException(422, "a result document must be a JSON object")
     version = data.get("schema_version")
@@ -70,10 +108,26 @@ def run_summary(row) -> dict:  # noqa: ANN001
     return out
 
 
-def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BODY) -> FastAPI:
+def _bearer(request: Request) -> bytes:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    return given.strip().encode()
+
+
+def _matches(given: bytes, tokens: list[bytes]) -> bool:
+    ok = False
+    for t in tokens:  # every token compared, in constant time
+        ok |= hmac.compare_digest(given, t)
+    return ok
+
+
+def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BODY,
+               read_token: str | None = None) -> FastAPI:
     if not token:
         raise ValueError("the collector needs a non-empty write token")
-    expected = token.encode()
+    write_tokens = [token.encode()]
+    read_tokens = write_tokens + ([read_token.encode()] if read_token else [])
     app = FastAPI(
         title="inferfleet collector",
         version=__version__,
@@ -82,11 +136,11 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
     )
 
     def require_token(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
-        if scheme.lower() != "bearer" or not given:
-            raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
-        if not hmac.compare_digest(given.strip().encode(), expected):
+        if not _matches(_bearer(request), write_tokens):
+            raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
+
+    def require_read_token(request: Request) -> None:
+        if not _matches(_bearer(request), read_tokens):
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(HTTPException)
@@ -111,12 +165,17 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             400: {"description": "malformed JSON"},
             401: {"description": "missing or invalid bearer token"},
             413: {"description": "body larger than the configured limit"},
-            422: {"description": "wrong schema_version, unknown or invalid fields"},
+            415: {"description": "Content-Type is not application/json"},
+            422: {"description": "wrong schema_version, unknown fields or invalid values"},
+            503: {"description": "the database is unavailable: retry later"},
         },
         openapi_extra={"requestBody": {"required": True, "content": {
             "application/json": {"schema": {"$ref": "#/components/schemas/ResultDocument"}}}}},
     )
     async def post_result(request: Request) -> JSONResponse:
+        if not is_json(request.headers.get("content-type")):
+            raise HTTPException(415, "Content-Type must be application/json, got "
+                                f"{request.headers.get('content-type') or 'none'!r}")
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_body_bytes:
             raise HTTPException(413, f"body of {length} bytes exceeds the limit of {max_body_bytes} bytes")
@@ -126,12 +185,18 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             if len(body) > max_body_bytes:
                 raise HTTPException(413, f"body exceeds the limit of {max_body_bytes} bytes")
         doc = parse_document(bytes(body))
-        created = await run_in_threadpool(ingest, engine, doc)
+        try:
+            created = await run_in_threadpool(ingest, engine, doc)
+        except (DataError, IntegrityError) as e:  # a value the database refuses: the document's fault
+            raise HTTPException(422, f"the database refused a value: {str(e.orig).splitlines()[0]}") from None
+        except OperationalError as e:  # locked, disconnected, out of space: an outage, retry later
+            raise HTTPException(503, f"database unavailable: {str(e.orig).splitlines()[0]}") from None
         if created:
             return JSONResponse({"id": doc.id, "status": "created"}, status_code=201)
         return JSONResponse({"id": doc.id, "status": "duplicate"}, status_code=200)
 
-    @app.get("/v1/nodes", tags=["queries"], summary="Nodes with their newest facts")
+    @app.get("/v1/nodes", tags=["queries"], summary="Nodes with their newest facts",
+             dependencies=[Depends(require_read_token)])
     def list_nodes() -> list[dict]:
         counts = (select(runs.c.node_name, func.count().label("runs"))
                   .group_by(runs.c.node_name).subquery())
@@ -146,7 +211,8 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
                 out.append(m)
             return out
 
-    @app.get("/v1/runs", tags=["queries"], summary="Runs, newest first, filtered")
+    @app.get("/v1/runs", tags=["queries"], summary="Runs, newest first, filtered",
+             dependencies=[Depends(require_read_token)])
     def list_runs(
         node: Annotated[str | None, Query(description="node name")] = None,
         model: Annotated[str | None, Query(description="runs that measured this model")] = None,
@@ -181,7 +247,8 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
                 out.append(s)
             return out
 
-    @app.get("/v1/runs/{run_id}", tags=["queries"], summary="One run's whole result document")
+    @app.get("/v1/runs/{run_id}", tags=["queries"], summary="One run's whole result document",
+             dependencies=[Depends(require_read_token)])
     def get_run(run_id: str) -> dict:
         with engine.connect() as conn:
             row = conn.execute(select(runs.c.document).where(runs.c.id == run_id)).first()
@@ -200,7 +267,10 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
         components["ResultDocument"] = doc_schema
         schema.setdefault("components", {})["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"}}
-        schema["paths"][RESULTS_PATH]["post"]["security"] = [{"bearer": []}]
+        for path, ops in schema["paths"].items():
+            if path.startswith("/v1/"):
+                for op in ops.values():
+                    op["security"] = [{"bearer": []}]
         app.openapi_schema = schema
         return schema
 

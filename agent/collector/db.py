@@ -38,12 +38,42 @@ def redact(url: str) -> str:
         return "<unparsable database URL>"
 
 
+def has_password(url: str) -> bool:
+    try:
+        return bool(make_url(normalize_url(url)).password)
+    except ArgumentError:
+        return False
+
+
+def with_password(url: str, password_file: str | None = None, password: str | None = None) -> str:
+    """``url`` with the password from a file or a value (environment) put in, for PostgreSQL.
+
+    The password never has to be on the command line. Without either, libpq's own
+    PGPASSWORD / PGPASSFILE (~/.pgpass) still apply to a URL without a password."""
+    if password_file:
+        try:
+            password = Path(password_file).read_text().strip()
+        except OSError as e:
+            raise AgentError(f"cannot read --db-password-file {password_file}: {e.strerror or e}") from e
+        if not password:
+            raise AgentError(f"--db-password-file {password_file} is empty")
+    if not password:
+        return url
+    try:
+        parsed = make_url(normalize_url(url))
+    except ArgumentError as e:
+        raise AgentError(f"invalid database URL {redact(url)}: use sqlite:///PATH or postgresql://...") from e
+    if parsed.get_backend_name() != "postgresql":
+        raise AgentError("a database password applies to postgresql:// URLs only")
+    return parsed.set(password=password).render_as_string(hide_password=False)
+
+
 def make_engine(url: str) -> Engine:
     url = normalize_url(url)
     try:
         parsed = make_url(url)
     except ArgumentError as e:
-        raise AgentError(f"invalid database URL {url!r}: use sqlite:///PATH or postgresql://...") from e
+        raise AgentError(f"invalid database URL {redact(url)}: use sqlite:///PATH or postgresql://...") from e
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         db = parsed.database

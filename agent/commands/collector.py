@@ -10,20 +10,27 @@ from agent.errors import AgentError
 
 app = typer.Typer(no_args_is_help=True, help="The fleet collector service (controller side).")
 
+DEFAULT_PORT = 8080  # one default: Makefile COLLECTOR_URL, Terraform collector_port, fleet.env.example
+READ_TOKEN_ENV = "INFERFLEET_COLLECTOR_READ_TOKEN"
+DB_PASSWORD_ENV = "INFERFLEET_DB_PASSWORD"
+
 
 @app.command("serve")
 def serve(
-    db: Annotated[str | None, typer.Option(help="Database URL: sqlite:///PATH (default: STATE_DIR/collector.db) or postgresql://...")] = None,
+    db: Annotated[str | None, typer.Option(envvar="INFERFLEET_COLLECTOR_DB", help="Database URL: sqlite:///PATH (default: STATE_DIR/collector.db) or postgresql://USER@HOST/DB — keep the password out of it (see --db-password-file).")] = None,
+    db_password_file: Annotated[str | None, typer.Option("--db-password-file", help=f"File holding the PostgreSQL password (else ${DB_PASSWORD_ENV}, else libpq's PGPASSWORD/PGPASSFILE).")] = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback unless told otherwise).")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port.")] = 8800,
+    port: Annotated[int, typer.Option(help="TCP port.")] = DEFAULT_PORT,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the write token (default: agent config, INFERFLEET_COLLECTOR_TOKEN).")] = None,
+    read_token_env: Annotated[str, typer.Option("--read-token-env", help="Environment variable holding an optional read-only token (reads also accept the write token).")] = READ_TOKEN_ENV,
     max_body: Annotated[int, typer.Option("--max-body-bytes", help="Largest accepted result document.")] = 4 * 1024 * 1024,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the collector HTTP API (OpenAPI at /docs) after migrating the database."""
     import os
 
-    from agent.collector.db import default_db_url, make_engine, migrate, redact
+    from agent.collector.db import (default_db_url, has_password, make_engine, migrate, redact,
+                                    with_password)
     from agent.config import load_config
     from agent.ui import console_err
 
@@ -33,6 +40,7 @@ def serve(
     if not token.strip():
         raise AgentError(f"no collector write token: set the environment variable {env} "
                          "(or name another one with --token-env)")
+    read_token = os.environ.get(read_token_env, "").strip() or None
     if not (0 < port < 65536):
         raise AgentError(f"--port must be 1..65535, got {port}")
     if max_body < 1024:
@@ -40,6 +48,10 @@ def serve(
     url = db or default_db_url(config.state_dir)
     if db is None:
         config.state_dir.mkdir(parents=True, exist_ok=True)
+    url = with_password(url, db_password_file, os.environ.get(DB_PASSWORD_ENV))
+    if db and has_password(db):
+        console_err.print("warning: the database password is on the command line, where the process "
+                          f"list shows it: use --db-password-file or ${DB_PASSWORD_ENV}", highlight=False)
     engine = make_engine(url)
     migrate(engine)
 
@@ -47,9 +59,10 @@ def serve(
 
     from agent.collector.app import create_app
 
-    app_ = create_app(engine, token.strip(), max_body_bytes=max_body)
+    app_ = create_app(engine, token.strip(), max_body_bytes=max_body, read_token=read_token)
+    reads = f"write token or ${read_token_env}" if read_token else "write token"
     console_err.print(f"collector: database {redact(url)}, listening on http://{host}:{port} "
-                      f"(write token from ${env})", highlight=False)
+                      f"(writes: token from ${env}; reads: {reads})", highlight=False)
     try:
         uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=True,
                     timeout_graceful_shutdown=5)

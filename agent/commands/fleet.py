@@ -30,10 +30,25 @@ def parse_since(value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
+def read_token(token_env: str | None) -> str:
+    """The token for the collector's read API, from the environment (never an argument)."""
+    import os
+
+    from agent.commands.collector import READ_TOKEN_ENV
+    from agent.config import load_config
+
+    names = [token_env] if token_env else [READ_TOKEN_ENV, load_config().collector_token_env]
+    for name in names:
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip()
+    raise AgentError(f"no collector token for reading: set {' or '.join(names)}")
+
+
 @app.command("report")
 def report(
     db: Annotated[str | None, typer.Option(help="Collector database URL (default: STATE_DIR/collector.db).")] = None,
     collector: Annotated[str | None, typer.Option(help="Read from a running collector instead of a database.")] = None,
+    token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector's read token (default: INFERFLEET_COLLECTOR_READ_TOKEN, else the agent config's write-token variable, INFERFLEET_COLLECTOR_TOKEN).")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole).")] = Path("out/fleet-report"),
     formats: Annotated[str, typer.Option("--format", help="Comma-separated: html, md, csv.")] = "html,md,csv",
     since: Annotated[str | None, typer.Option(help="Only results since: ISO date/time or age (7d, 12h).")] = None,
@@ -71,7 +86,7 @@ def report(
 
     t0 = time.perf_counter()
     if collector:
-        engine = mirror_collector(collector, start)
+        engine = mirror_collector(collector, read_token(token_env), start)
     else:
         if db is None:
             from agent.collector.db import default_db_url

@@ -15,17 +15,25 @@ def push(
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token (default: INFERFLEET_COLLECTOR_TOKEN).")] = None,
     retry_for: Annotated[float, typer.Option("--retry-for", help="Keep retrying (exponential backoff) for this many seconds.")] = 0.0,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 10.0,
+    requeue: Annotated[bool, typer.Option("--requeue-dead-letter", help="First move the dead-lettered documents (SPOOL/dead-letter) back into the spool.")] = False,
 ) -> None:
-    """Send every spooled result document; each leaves the spool only once the collector acknowledged it."""
+    """Send every spooled result document; each leaves the spool only once the collector acknowledged it.
+
+    A document the collector rejects for good (4xx, or a 5xx repeated while it is healthy)
+    moves to SPOOL/dead-letter with its reason and the others go on; the exit status is 3
+    when that happened, 2 when documents remain in the spool (collector unreachable)."""
     from agent.config import load_config
-    from agent.push import push_spool, spooled
+    from agent.errors import AgentError
+    from agent.push import collector_base, push_spool, requeue_dead_letters, spooled
     from agent.ui import console
 
     config = load_config()
     if timeout <= 0:
-        from agent.errors import AgentError
-
         raise AgentError("--timeout must be > 0")
+    collector_base(collector or config.collector_url)  # a bad URL is refused even with an empty spool
+    if requeue:
+        console.print(f"requeued {requeue_dead_letters(config.spool_dir)} dead-lettered document(s)",
+                      highlight=False)
     if not spooled(config.spool_dir):
         console.print(f"nothing to push: the spool {config.spool_dir} is empty", highlight=False)
         return

@@ -27,31 +27,34 @@ def open_database(url: str) -> Engine:
     return engine
 
 
-def mirror_collector(base_url: str, since: datetime | None = None, timeout: float = 30.0) -> Engine:
+def mirror_collector(base_url: str, token: str, since: datetime | None = None,
+                     timeout: float = 30.0) -> Engine:
     import httpx
     from pydantic import ValidationError
 
     from agent.collector.ingest import ingest_many
     from agent.collector.tables import metadata
+    from agent.push import collector_base
     from agent.schema import ResultDocument
     from agent.ui import progress
 
-    base = base_url.rstrip("/")
-    if not base.startswith(("http://", "https://")):
-        raise AgentError(f"collector URL must start with http:// or https://, got {base_url!r}")
+    base = collector_base(base_url)
     engine = create_engine("sqlite://", poolclass=StaticPool, connect_args={"check_same_thread": False})
     metadata.create_all(engine)
     params: dict = {"full": "true", "limit": PAGE}
     if since is not None:
         params["since"] = since.isoformat()
     offset = 0
-    with httpx.Client(timeout=timeout) as client, progress() as bar:
+    with httpx.Client(timeout=timeout, headers={"Authorization": f"Bearer {token}"}) as client, \
+            progress() as bar:
         task = bar.add_task(f"fetching runs from {base}", total=None)
         while True:
             try:
                 resp = client.get(base + "/v1/runs", params={**params, "offset": offset})
             except httpx.HTTPError as e:
                 raise AgentError(f"collector {base} unreachable: {e.__class__.__name__}: {e}") from None
+            if resp.status_code == 401:
+                raise AgentError(f"collector {base} refused the read token (401)")
             if resp.status_code != 200:
                 raise AgentError(f"collector {base} answered {resp.status_code} to /v1/runs")
             page = resp.json()
