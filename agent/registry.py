@@ -1,7 +1,9 @@
 """The model registry: the seed's 31 torchvision image classifiers.
 
 Facts (parameters, GFLOPs, weight file size) come from torchvision's weight
-metadata, which ships with the package (no download). Models are built with
+metadata, copied into ``agent/models.json`` by ``scripts/gen_model_registry.py``
+(a test keeps it equal to torchvision's): listing models or planning a build
+never imports torchvision, only building one does. Models are built with
 *random* weights by default, seeded per model so that every build of the same
 model (the exporter, the verifier, the benchmark's eager baseline, the Triton
 correctness check) has identical weights. ``pretrained=True`` loads
@@ -11,8 +13,10 @@ cannot download them."""
 from __future__ import annotations
 
 import difflib
+import json
 import zlib
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.errors import AgentError
@@ -34,6 +38,7 @@ SEED_MODELS: tuple[str, ...] = (
 )
 
 NUM_CLASSES = 1000
+DATA_FILE = Path(__file__).with_name("models.json")
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,7 @@ class ModelSpec:
         return d
 
 
-def _family(name: str) -> str:
+def family(name: str) -> str:
     for prefix in ("wide_resnet", "resnext", "resnet", "densenet", "mnasnet", "mobilenet",
                    "shufflenet", "squeezenet", "vgg", "alexnet"):
         if name.startswith(prefix):
@@ -66,31 +71,25 @@ def _family(name: str) -> str:
     return name
 
 
-def _spec(name: str) -> ModelSpec:
-    from torchvision.models import get_model_weights
-
-    w = get_model_weights(name).DEFAULT
-    meta = w.meta
-    crop = getattr(w.transforms(), "crop_size", [224])[0]
-    return ModelSpec(
-        name=name,
-        family=_family(name),
-        input_shape=(3, int(crop), int(crop)),
-        num_classes=len(meta.get("categories") or []) or NUM_CLASSES,
-        params=meta.get("num_params"),
-        gflops=meta.get("_ops"),
-        weights_mb=meta.get("_file_size"),
-        weights=str(w),
-    )
+def _load() -> dict[str, ModelSpec]:
+    try:
+        rows = json.loads(DATA_FILE.read_text())["models"]
+    except (OSError, ValueError, KeyError) as e:
+        raise AgentError(f"the model registry {DATA_FILE} is missing or broken ({e}): "
+                         "reinstall the agent or run scripts/gen_model_registry.py") from e
+    specs = {r["name"]: ModelSpec(**{**r, "input_shape": tuple(r["input_shape"])}) for r in rows}
+    if tuple(specs) != SEED_MODELS:
+        raise AgentError(f"the model registry {DATA_FILE} does not list the seed models: "
+                         "run scripts/gen_model_registry.py")
+    return specs
 
 
 class _Registry(dict):
-    """``MODELS``: name -> ModelSpec, filled on first use (importing torchvision is slow)."""
+    """``MODELS``: name -> ModelSpec, read from agent/models.json on first use."""
 
     def _fill(self) -> None:
         if not dict.__len__(self):
-            for n in SEED_MODELS:
-                dict.__setitem__(self, n, _spec(n))
+            dict.update(self, _load())
 
     def __getitem__(self, k):
         self._fill()

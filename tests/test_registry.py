@@ -81,3 +81,30 @@ def test_models_cli_table():
     proc = run_cli("models")
     assert proc.returncode == 0, proc.stderr
     assert "wide_resnet101_2" in proc.stdout and "31 models" in proc.stdout
+
+
+def test_shipped_registry_data_equals_torchvisions_metadata():
+    """agent/models.json is what scripts/gen_model_registry.py makes from this torchvision."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, str(root / "scripts/gen_model_registry.py"), "--check"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+
+
+def test_listing_models_never_imports_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent.cli import app\n"
+            "try: app(['models', '--json'], standalone_mode=False)\n"
+            "except SystemExit: pass\n"
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'onnxruntime') if m in sys.modules)\n"
+            "print('HEAVY', heavy)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout, r.stdout[-300:]
+    assert json.loads(r.stdout[: r.stdout.rindex("HEAVY")])["models"][10]["name"] == "resnet18"
