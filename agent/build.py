@@ -6,9 +6,12 @@
    builds, and plan: an engine is reused when its manifest record has the same
    build key and every file matches its sha256; otherwise it is rebuilt (its
    stale record is dropped from the manifest first).
-3. Each model's engines build in ``python -m agent.build_worker``: an exporter
-   crash, a segfault or an OOM kill fails that model's engines, not the run.
-   The manifest is rewritten atomically after every engine.
+3. Engines build in a long-lived ``python -m agent.build_worker`` (torch is
+   imported once, not once per model): an exporter crash, a segfault, an OOM
+   kill or ``--timeout`` fails that model's engines, not the run — the next
+   model gets a fresh worker. Workers are also recycled every
+   ``MODELS_PER_WORKER`` models to bound their memory. The manifest is
+   rewritten atomically after every engine.
 4. A summary table; failures (export errors, verification outside tolerance)
    make the command exit non-zero, naming every failed engine."""
 
@@ -36,6 +39,7 @@ from agent.runtimes import check_files
 from agent.schema import EngineRecord, Manifest, ToolVersions
 
 LOCK_NAME = ".build.lock"
+MODELS_PER_WORKER = 8
 
 
 @dataclass
@@ -143,36 +147,70 @@ def _last_line(log: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def run_worker(model: str, jobs: list[Job], opts: BuildOptions, tools: ToolVersions,
-               on_start, on_done, log_dir: Path) -> None:
-    """Run one model's jobs in a subprocess; call ``on_done(name, record|None, error)``
-    for every job, including those a crashed worker never reported."""
-    payload = {
-        "model": model, "out": str(opts.out), "pretrained": opts.pretrained,
-        "tools": tools.model_dump(),
-        "jobs": [{"name": j.name, "format": j.format, "precision": j.precision, "key": j.key}
-                 for j in jobs],
-        "options": {"max_batch": opts.max_batch, "opset": opts.opset,
-                    "onnx_exporter": opts.onnx_exporter, "workspace_mb": opts.workspace_mb,
-                    "timing_cache": str(opts.out / ".cache" / "tensorrt-timing.cache")},
-    }
-    log = log_dir / f"{model}.log"
-    pending = {j.name for j in jobs}
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(_worker_cmd(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=err, text=True, bufsize=1)
-        deadline = time.monotonic() + opts.timeout_s if opts.timeout_s else None
+class WorkerPool:
+    """One build worker at a time, reused from model to model until it dies or has
+    built ``MODELS_PER_WORKER`` models."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.proc: subprocess.Popen | None = None
+        self.log: Path | None = None
+        self.started = 0  # workers started (for tests and the summary)
+        self.served = 0  # models built by the current worker
+
+    def _ensure(self) -> subprocess.Popen:
+        if self.proc is None or self.proc.poll() is not None or self.served >= MODELS_PER_WORKER:
+            self.close()
+            self.started += 1
+            self.log = self.log_dir / f"worker-{self.started}.log"
+            with open(self.log, "wb") as err:
+                self.proc = subprocess.Popen(_worker_cmd(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                             stderr=err, text=True, bufsize=1)
+            self.served = 0
+        return self.proc
+
+    def close(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()  # end of jobs: the worker exits
+            proc.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+
+    def run(self, model: str, jobs: list[Job], opts: BuildOptions, tools: ToolVersions,
+            on_start, on_done) -> None:
+        """Build one model's jobs; call ``on_done(name, record|None, error)`` for every job,
+        including those a crashed or killed worker never reported."""
+        payload = {
+            "model": model, "out": str(opts.out), "pretrained": opts.pretrained,
+            "tools": tools.model_dump(),
+            "jobs": [{"name": j.name, "format": j.format, "precision": j.precision, "key": j.key}
+                     for j in jobs],
+            "options": {"max_batch": opts.max_batch, "opset": opts.opset,
+                        "onnx_exporter": opts.onnx_exporter, "workspace_mb": opts.workspace_mb,
+                        "timing_cache": str(opts.out / ".cache" / "tensorrt-timing.cache")},
+        }
+        pending = {j.name for j in jobs}
+        proc = self._ensure()
         timer = None
-        if deadline is not None:
+        if opts.timeout_s:
             import threading
 
             timer = threading.Timer(opts.timeout_s, proc.kill)
             timer.daemon = True
             timer.start()
+        finished = False
         try:
             assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(payload))
-            proc.stdin.close()
+            try:
+                proc.stdin.write(json.dumps(payload) + "\n")
+                proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass  # died before reading: reported below
             for line in proc.stdout:
                 if line.startswith("@@start "):
                     on_start(line.split(" ", 1)[1].strip())
@@ -181,21 +219,24 @@ def run_worker(model: str, jobs: list[Job], opts: BuildOptions, tools: ToolVersi
                     pending.discard(ev["name"])
                     rec = EngineRecord.model_validate(ev["record"]) if ev["record"] else None
                     on_done(ev["name"], rec, ev["error"])
-            rc = proc.wait()
+                elif line.startswith("@@model "):
+                    finished = True
+                    break
         finally:
             if timer is not None:
                 timer.cancel()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    if pending:
+        self.served += 1
+        if finished and not pending:
+            return
+        rc = proc.wait()  # the worker died (or was killed) in the middle of this model
+        self.proc = None
         if rc < 0:
             why = f"worker killed by signal {-rc}"
             if -rc == 9:
                 why += " (out of memory or --timeout)"
         else:
             why = f"worker exited with code {rc}"
-        last = _last_line(log)
+        last = _last_line(self.log) if self.log else ""
         for name in sorted(pending):
             on_done(name, None, f"{why}{': ' + last if last else ''}")
 
@@ -250,8 +291,12 @@ def run_build(opts: BuildOptions, show: bool = True) -> list[Outcome]:
                 if p:
                     p.advance(task)
 
-            for model, jobs in by_model.items():
-                run_worker(model, jobs, opts, tools, on_start, on_done, Path(logs))
+            pool = WorkerPool(Path(logs))
+            try:
+                for model, jobs in by_model.items():
+                    pool.run(model, jobs, opts, tools, on_start, on_done)
+            finally:
+                pool.close()
             if p:
                 p.update(task, description="done")
     order = {engine_name(m, f, pr): i for i, (m, f, pr) in enumerate(

@@ -1,7 +1,11 @@
-"""One model's engines, built in a subprocess of ``agent build-engines``.
+"""Models' engines, built in a long-lived subprocess of ``agent build-engines``.
 
-Reads a JSON job from stdin, writes one line per event to stdout:
-``@@start <name>`` and ``@@done <json>`` (``{"name", "record", "error"}``).
+Reads one JSON job per line from stdin (one model and its engines), writes one
+line per event to stdout: ``@@start <name>``, ``@@done <json>``
+(``{"name", "record", "error"}``) per engine, then ``@@model <model>`` when the
+model is finished; exits at the end of stdin. torch is imported once per
+worker, not once per model; a crash still costs only the model being built
+(the parent starts a fresh worker for the next one).
 Each engine is exported into a temporary directory, verified there against
 eager PyTorch, and only then renamed into place, so a crash or a kill at any
 moment leaves no directory that looks like a finished engine; the parent
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import faulthandler
+import gc
 import json
 import sys
 import time
@@ -69,13 +74,8 @@ def build_one(model, spec, job: dict, out: Path, opts, tools) -> dict:
     return json.loads(record.model_dump_json())
 
 
-def main() -> int:
-    faulthandler.enable()
-    warnings.simplefilter("ignore")
-    job = json.loads(sys.stdin.read())
-    # anything a library prints goes to stderr (the worker log), not into the event stream
-    sys.stdout = sys.stderr
-
+def build_model(job: dict) -> None:
+    """All engines of one model; one ``@@done`` per engine whatever happens."""
     from agent import registry
     from agent.errors import AgentError
     from agent.exporters import ExportError, ExportOptions
@@ -93,8 +93,7 @@ def main() -> int:
     except AgentError as e:
         for j in job["jobs"]:
             emit("done", json.dumps({"name": j["name"], "record": None, "error": str(e)}))
-        return 1
-    failed = 0
+        return
     for j in job["jobs"]:
         emit("start", j["name"])
         eopts = ExportOptions(**{**opts.__dict__, "precision": j["precision"]})
@@ -102,13 +101,26 @@ def main() -> int:
             record = build_one(model, spec, j, out, eopts, tools)
             emit("done", json.dumps({"name": j["name"], "record": record, "error": None}))
         except (ExportError, AgentError) as e:
-            failed += 1
             emit("done", json.dumps({"name": j["name"], "record": None, "error": str(e)}))
         except Exception as e:  # an exporter bug must not hide the other engines
-            failed += 1
             msg = " ".join(f"{type(e).__name__}: {e}".split())[:400]
             emit("done", json.dumps({"name": j["name"], "record": None, "error": msg}))
-    return 1 if failed else 0
+
+
+def main() -> int:
+    faulthandler.enable()
+    warnings.simplefilter("ignore")
+    stdin = sys.stdin
+    # anything a library prints goes to stderr (the worker log), not into the event stream
+    sys.stdout = sys.stderr
+    for line in stdin:
+        if not line.strip():
+            continue
+        job = json.loads(line)
+        build_model(job)
+        gc.collect()
+        emit("model", job["model"])
+    return 0
 
 
 if __name__ == "__main__":

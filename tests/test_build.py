@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.build import BuildOptions, failures_error, run_build
+from agent.build import BuildOptions, WorkerPool, failures_error, run_build
 from agent.manifest import load_manifest
 from agent.runtimes import check_files, eager_runner, load_runner
 from agent.verify import random_batch
@@ -101,17 +101,22 @@ def test_corruption_and_changed_options_rebuild_only_what_is_affected(built_engi
 
 
 WRAPPER = """
-import io, json, os, signal, sys
-payload = sys.stdin.read()
-job = json.loads(payload)
-if job["model"] == os.environ["CRASH_MODEL"]:
-    os.kill(os.getpid(), signal.SIGSEGV)
-if job["model"] == os.environ.get("STRICT_MODEL"):
-    import agent.verify
-    agent.verify.TOLERANCES["fp32"] = (-1.0, 1.0)   # nothing can pass
-sys.stdin = io.StringIO(payload)
-from agent.build_worker import main
-sys.exit(main())
+import os, signal, sys
+import agent.build_worker as worker
+import agent.verify
+build_model, tolerances = worker.build_model, dict(agent.verify.TOLERANCES)
+
+def patched(job):
+    print("worker", os.getpid(), "builds", job["model"], file=sys.stderr)
+    if job["model"] == os.environ["CRASH_MODEL"]:
+        os.kill(os.getpid(), signal.SIGSEGV)
+    agent.verify.TOLERANCES.update(tolerances)
+    if job["model"] == os.environ.get("STRICT_MODEL"):
+        agent.verify.TOLERANCES["fp32"] = (-1.0, 1.0)   # nothing can pass
+    build_model(job)
+
+worker.build_model = patched
+sys.exit(worker.main())
 """
 
 
@@ -122,9 +127,22 @@ def test_worker_crash_and_failed_verification_are_isolated_and_reported(tmp_path
     monkeypatch.setenv("STRICT_MODEL", "mobilenet_v3_small")
     monkeypatch.setattr("agent.build._worker_cmd", lambda: [sys.executable, str(wrapper)])
     out = tmp_path / "engines"
-    outcomes = run_build(BuildOptions(models=["shufflenet_v2_x0_5", "mobilenet_v3_small", "squeezenet1_1"],
+    starts = []
+    real_ensure = WorkerPool._ensure
+
+    def counting_ensure(self):  # noqa: ANN001, ANN202
+        proc = real_ensure(self)
+        starts.append(proc.pid)
+        return proc
+
+    monkeypatch.setattr(WorkerPool, "_ensure", counting_ensure)
+    outcomes = run_build(BuildOptions(models=["mobilenet_v3_small", "squeezenet1_1", "shufflenet_v2_x0_5",
+                                              "mnasnet0_5"],
                                       formats=["onnx"], out=out, max_batch=2), show=False)
+    # one worker for the first three models (the third crashes it), a fresh one for the last
+    assert len(starts) == 4 and len(set(starts)) == 2 and starts[2] != starts[3], starts
     status = {o.name: o for o in outcomes}
+    assert status["mnasnet0_5_onnx"].status == "built"
     assert status["squeezenet1_1_onnx"].status == "built"
     crashed = status["shufflenet_v2_x0_5_onnx"]
     assert crashed.status == "failed" and "signal 11" in crashed.message
