@@ -34,7 +34,7 @@ def test_inprocess_bench_measures_every_format(built_engines, tmp_path):
         lat = r.latency_ms
         assert 0 < lat.min <= lat.p50 <= lat.p90 <= lat.p95 <= lat.p99 <= lat.max
         assert r.throughput_ips > 0 and r.requests >= 3 and 1 <= r.windows <= 3
-        assert r.peak_host_mem_mb and r.peak_host_mem_mb > 50
+        assert r.peak_host_mem_mb and r.peak_host_mem_mb > 0.5
         assert r.peak_gpu_mem_mb is None and r.device == "cpu"
         assert r.speedup_vs_eager is not None
         if r.format == "eager":
@@ -44,6 +44,20 @@ def test_inprocess_bench_measures_every_format(built_engines, tmp_path):
     again = ResultDocument.model_validate_json(doc.model_dump_json())
     assert again == doc
     assert results_table(doc).row_count == 6
+
+
+def test_peak_memory_is_the_engines_own_not_what_earlier_models_left(built_engines, tmp_path):
+    """resnet18 (45 MB of weights) first, then squeezenet1_1 (5 MB) in the same process:
+    squeezenet's figure must not include what resnet18 left behind."""
+    import psutil
+
+    doc = run_inprocess(_opts(built_engines, models=["resnet18", "squeezenet1_1"], formats=["eager", "onnx"],
+                              batch_sizes=[1]), AgentConfig(node_name="t", state_dir=tmp_path))
+    mem = {(r.model, r.format): r.peak_host_mem_mb for r in doc.results}
+    rss_mb = psutil.Process().memory_info().rss / 2**20
+    for fmt in ("eager", "onnx"):
+        assert 0 < mem[("squeezenet1_1", fmt)] < mem[("resnet18", fmt)], mem
+        assert mem[("squeezenet1_1", fmt)] < rss_mb / 2, (mem, rss_mb)
 
 
 def test_inprocess_bench_refuses_bad_requests_before_running(built_engines, tmp_path):

@@ -6,10 +6,13 @@ come from the build directory's manifest and are loaded with
 in windows repeated until stable (:mod:`agent.bench.measure`). On a GPU the
 input is placed on the device once and every request is CUDA-synchronised.
 
-Memory: ``peak_host_mem_mb`` is the peak resident set size (RSS) of this
-process, sampled with psutil every 20 ms from loading the engine to the end of
-its last batch size; it therefore includes the interpreter and libraries
-already loaded (compare formats with each other, not with zero).
+Memory: ``peak_host_mem_mb`` is what the measured engine itself costs: the
+peak resident set size (RSS) of this process, sampled with psutil every 20 ms
+from loading the engine to the end of its last batch size, minus the RSS just
+before loading it — taken after the previous engine was freed (``gc`` and
+glibc's ``malloc_trim``), so what earlier models left in the process is not
+counted again. Libraries imported for the first time by the engine (e.g.
+onnxruntime) are part of its cost.
 ``peak_gpu_mem_mb`` is ``torch.cuda.max_memory_allocated`` (PyTorch's
 allocator: eager, TorchScript and the TensorRT I/O buffers; TensorRT and ONNX
 Runtime internal allocations are not in it)."""
@@ -33,13 +36,25 @@ from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocumen
 INPROCESS_FORMATS: tuple[str, ...] = ("eager", "torchscript", "onnx", "tensorrt")
 
 
+def release_memory() -> None:
+    """Free what the previous engine left: Python garbage, then glibc's free lists."""
+    gc.collect()
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 class PeakRSS:
-    """Sample this process's RSS in a thread; ``peak_mb`` after ``stop()``."""
+    """Sample this process's RSS in a thread; ``peak_mb``: the growth above the RSS at entry."""
 
     def __init__(self, interval_s: float = 0.02) -> None:
         self.proc = psutil.Process()
         self.interval = interval_s
-        self.peak = self.proc.memory_info().rss
+        self.baseline = self.proc.memory_info().rss
+        self.peak = self.baseline
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -58,7 +73,7 @@ class PeakRSS:
 
     @property
     def peak_mb(self) -> float:
-        return self.peak / 2**20
+        return (self.peak - self.baseline) / 2**20
 
 
 def _plan(opts: BenchOptions) -> list[tuple[str, list[tuple[str, EngineRecord | None]]]]:
@@ -166,6 +181,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                 if on_gpu:
                     torch.cuda.empty_cache()
                     torch.cuda.reset_peak_memory_stats()
+                release_memory()
                 with PeakRSS() as mem:
                     if rec is None:
                         runner = eager_runner(model, precision=opts.precision, device=device)
@@ -187,7 +203,6 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                         peak_gpu_mem_mb=round(gpu_mb, 1) if gpu_mb is not None else None,
                     ))
                 del runner
-                gc.collect()
         p.update(task, description="done")
     add_speedups(results)
     return ResultDocument(
