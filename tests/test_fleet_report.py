@@ -339,7 +339,7 @@ def test_unstable_results_are_flagged_everywhere_and_never_best():
     assert "| node-b | NVIDIA A10G | onnx | fp32 | 1 | 1 | 5,000 ⚠ unstable |" in md
     assert "| node-a | NVIDIA A10G | onnx | fp32 | 1 | 1 | 1,000 |" in md
     assert "| NVIDIA A10G | onnx | fp32 | 1 | 1 | 2 | ⚠ 1 |" in md
-    assert "| improvement ⚠ unstable |" in md and "1 improvement(s) beyond ±5.0 %, ⚠ 1 with an unstable" in md
+    assert "| improvement ⚠ unstable |" in md and "1 improvement(s) beyond ±5.0 %, ⚠ 1 with an unstable measurement\n  - before:" in md
     html = render("report/report.html.j2", **ctx)
     assert '<span class="unstable">⚠ unstable</span>: the measurement did not settle' in html
     assert html.count('<tr class="unstable"><td>node-') == 2  # node-b and node-c
