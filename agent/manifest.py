@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from agent.errors import AgentError
-from agent.fsutil import atomic_write_text
+from agent.fsutil import atomic_write_text, sha256_file
 from agent.schema import EngineRecord, Manifest, ToolVersions, utcnow
 
 MANIFEST_NAME = "manifest.json"
@@ -73,6 +74,28 @@ def build_key(*, model: str, fmt: str, precision: str, max_batch: int, opset: in
     if precision == "fp16" and fmt != "tensorrt":
         parts.update(cuda=tools.cuda, gpu=tools.gpu_name)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def check_file_hashes(files: Mapping[str, str], root: Path) -> str | None:
+    """None when every file (path relative to ``root`` -> sha256) exists and hashes to
+    its recorded sha256, else the first problem, naming the file. Shared by
+    ``agent repo`` (the build directory's files before anything is written, and
+    the copies it writes) and ``agent serve`` (a model's files before Triton is
+    asked to load it); ``agent.runtimes.check_files`` applies the same rule to
+    one manifest record (build cache, engine loading)."""
+    if not files:
+        return "no files are recorded"
+    for rel, digest in files.items():
+        p = Path(root) / rel
+        if not p.is_file():
+            return f"{rel} is missing"
+        try:
+            actual = sha256_file(p)
+        except OSError as e:
+            return f"{rel} cannot be read ({e.strerror or e})"
+        if actual != digest:
+            return f"{rel} does not match its recorded sha256 (corrupt, truncated or replaced)"
+    return None
 
 
 def ok_records(manifest: Manifest) -> dict[str, EngineRecord]:

@@ -118,6 +118,161 @@ def test_repo_cli_errors(cli, engines, tmp_path):
     assert "written" in ok.stdout and (tmp_path / "r" / "squeezenet1_1_onnx" / "config.pbtxt").is_file()
 
 
+# ------------------------------------------- artifacts (issue #11, "Reliability and security")
+def _corrupt(path: Path) -> None:
+    """Flip 16 bytes in place: the same inode, as bit rot or a stray write would (and what
+    a hard link would carry into the repository)."""
+    with open(path, "r+b") as f:
+        f.seek(256)
+        chunk = f.read(16)
+        f.seek(256)
+        f.write(bytes(b ^ 0xFF for b in chunk))
+
+
+def _snapshot(root: Path) -> dict[str, tuple]:
+    """Every path below root with its inode, mtime and content hash."""
+    from agent.fsutil import sha256_file
+
+    if not root.exists():
+        return {}
+    return {str(p.relative_to(root)): (p.stat().st_ino, p.stat().st_mtime_ns, sha256_file(p) if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def _onnx_file(engines: Path, name: str) -> str:
+    rec = load_manifest(engines).engines[name]
+    return next(rel for rel in rec.files if rel.endswith("model.onnx"))
+
+
+def test_repo_refuses_a_corrupt_engine_and_changes_nothing(cli, engines, tmp_path):
+    """Every file of every selected engine is checked against its manifest sha256 BEFORE
+    anything is written, for both backends: one mismatch refuses the whole write (one-line
+    error naming engine and file, non-zero exit) and no model changes, not even those whose
+    files are fine (here: a new --instances would have rewritten squeezenet1_1_torchscript)."""
+    from conftest import error_line
+
+    repos = {b: tmp_path / f"repo-{b}" for b in ("python", "native")}
+    for backend, repo in repos.items():
+        write_repository(engines, repo, RepoOptions(backend=backend, models=("squeezenet1_1",)))
+    before = {b: _snapshot(r) for b, r in repos.items()}
+    rel = _onnx_file(engines, "squeezenet1_1_onnx")
+    _corrupt(engines / rel)
+
+    line = error_line(cli("repo", "--engines", str(engines), "--repo", str(repos["python"]),
+                          "--models", "squeezenet1_1", "--instances", "2"))
+    assert "engine squeezenet1_1_onnx" in line and rel in line and "sha256" in line, line
+    assert "squeezenet1_1_torchscript" not in line  # only the bad engine is named
+    with pytest.raises(AgentError, match=f"engine squeezenet1_1_onnx: {rel} does not match"):
+        write_repository(engines, repos["native"], RepoOptions(backend="native", models=("squeezenet1_1",),
+                                                               instances=2))
+    assert {b: _snapshot(r) for b, r in repos.items()} == before  # untouched, no .tmp-* left
+    fresh = tmp_path / "fresh"
+    assert "squeezenet1_1_onnx" in error_line(cli("repo", "--engines", str(engines), "--repo", str(fresh)))
+    assert not fresh.exists()
+
+
+def test_build_engines_repository_step_refuses_a_corrupt_engine(cli, engines):
+    """The repository step of `agent build-engines` covers every engine of the manifest, also
+    those this run did not (re)build: a corrupt one refuses the repository (the build of
+    squeezenet1_1 itself is a cache hit here)."""
+    from conftest import BUILT_MAX_BATCH, error_line
+
+    rel = _onnx_file(engines, "resnet18_onnx")
+    _corrupt(engines / rel)
+    r = cli("build-engines", "--models", "squeezenet1_1", "--formats", "torchscript,onnx", "--max-batch",
+            str(BUILT_MAX_BATCH), "--out", str(engines), "--triton-backend", "python")
+    line = error_line(r)
+    assert "cached" in r.stdout, r.stdout  # nothing was rebuilt
+    assert "engine resnet18_onnx" in line and rel in line and "sha256" in line, line
+    assert not (engines / "triton-repo").exists()
+
+
+def test_repository_holds_copies_not_hard_links(engines, built_engines, tmp_path):
+    """Engine files enter the repository as reflinks or copies: corrupting the build
+    directory's file afterwards leaves the served copy intact (both backends)."""
+    from agent.fsutil import sha256_file
+
+    rel = _onnx_file(engines, "squeezenet1_1_onnx")
+    digest = load_manifest(engines).engines["squeezenet1_1_onnx"].files[rel]
+    repos = {b: tmp_path / f"repo-{b}" for b in ("python", "native")}
+    for backend, repo in repos.items():
+        write_repository(engines, repo, RepoOptions(backend=backend, models=("squeezenet1_1",), formats=("onnx",)))
+    src = engines / rel
+    copies = [r / "squeezenet1_1_onnx" / "1" / "model.onnx" for r in repos.values()]
+    for dst in copies:
+        assert dst.stat().st_nlink == 1 and dst.stat().st_ino != src.stat().st_ino
+    assert src.stat().st_nlink == 1
+    _corrupt(src)
+    assert sha256_file(src) != digest
+    for repo, dst in zip(repos.values(), copies):
+        assert sha256_file(dst) == digest
+        assert server.check_model_files(repo / "squeezenet1_1_onnx") is None
+    # a repository copy that no longer matches is not "unchanged": the next write repairs it
+    shutil.copyfile(built_engines / rel, src)
+    _corrupt(copies[0])
+    again = write_repository(engines, repos["python"], RepoOptions(models=("squeezenet1_1",), formats=("onnx",)))
+    assert again.written == ["squeezenet1_1_onnx"] and sha256_file(copies[0]) == digest
+
+
+class RecordingAPI:
+    """A stand-in for TritonAPI that records what it is asked to load."""
+
+    def __init__(self, models: list[str]) -> None:
+        self.models = models
+        self.loads: list[str] = []
+
+    def index(self) -> list[dict]:
+        return [{"name": m} for m in self.models]
+
+    def load(self, name: str) -> None:
+        self.loads.append(name)
+
+    def model_ready(self, name: str) -> bool:
+        return name in self.loads
+
+    def unload(self, name: str) -> None:
+        return None
+
+
+def test_serve_checks_a_native_model_before_triton_loads_it(engines, tmp_path, monkeypatch):
+    """NATIVE variant, checked WITHOUT a server: the NGC image (onnxruntime_onnx /
+    pytorch_libtorch / tensorrt_plan backends) is not available here, so this test runs
+    the check (server.check_model_files) on a native repository and server.sync_models
+    (what `agent serve start` and `agent serve reload` run) against a recording stand-in
+    for Triton's API; the python variant runs on a real tritonserver in
+    tests/test_triton_serving.py. Triton's native platforms load the file without any
+    check: a model whose file no longer matches the sha256 recorded by `agent repo` must
+    never be sent to Triton, and must be named, while the others load."""
+    repo = tmp_path / "repo"
+    write_repository(engines, repo, RepoOptions(backend="native", models=("squeezenet1_1",)))
+    assert server.check_model_files(repo / "squeezenet1_1_onnx") is None
+    assert server.check_model_files(repo / "squeezenet1_1_torchscript") is None
+    _corrupt(repo / "squeezenet1_1_onnx" / "1" / "model.onnx")
+    problem = server.check_model_files(repo / "squeezenet1_1_onnx")
+    assert problem and "1/model.onnx does not match" in problem and "sha256" in problem
+
+    for force in (False, True):  # start (nothing loaded yet) and `reload --force`
+        api = RecordingAPI(server.repo_models(repo))
+        report = server.sync_models(api, repo, tmp_path / "state", force=force)
+        assert api.loads == ["squeezenet1_1_torchscript"]  # the corrupted model never reached Triton
+        assert report.loaded == ["squeezenet1_1_torchscript"]
+        assert list(report.failed) == ["squeezenet1_1_onnx"] and "refused to load" in report.failed["squeezenet1_1_onnx"]
+        err = str(report.error())
+        assert "squeezenet1_1_onnx: refused to load: 1/model.onnx does not match" in err and "1 other(s) serving" in err
+
+    # `serve start --foreground` (systemd): only matching models get --load-model
+    def execvpe(file, cmd, env):
+        raise SystemExit(cmd)
+
+    monkeypatch.setattr(server.os, "execvpe", execvpe)
+    s = server.ServerSettings(repo=repo, state_dir=tmp_path / "fg", http_port=server.free_port(),
+                              grpc_port=server.free_port(), metrics_port=server.free_port())
+    with pytest.raises(SystemExit) as exc:
+        server.exec_foreground(s)
+    loads = [a for a in exc.value.code if a.startswith("--load-model")]
+    assert loads == ["--load-model=squeezenet1_1_torchscript"]
+
+
 # ------------------------------------------------------------------- server
 def test_container_command_line(tmp_path):
     s = server.ServerSettings(repo=tmp_path, runtime="container", bind="127.0.0.1", http_port=9000,

@@ -1,7 +1,8 @@
 """A real Triton (the tritonserver bundled in nvidia-pytriton, native runtime) on free
 loopback ports, serving engines built by the agent through the python backend:
 readiness, a model that fails to load, results equal to the engines, bad requests,
-metrics, the served benchmark, reload of a changed model, stop with nothing left."""
+metrics, the served benchmark, reload of a changed model, a corrupted model refused by
+the agent's sha256 check before Triton loads it, stop with nothing left."""
 
 from __future__ import annotations
 
@@ -97,6 +98,10 @@ def test_start_serves_models_and_names_the_broken_one(node):
     assert r.returncode == 3, r.stdout + r.stderr
     line = error_line(r)
     assert "1 model(s) failed to load" in line and "broken_onnx" in line and "sha256" in line
+    # refused by the agent's own check (the sha256 in inferfleet.json) before Triton was asked
+    assert "broken_onnx: refused to load: 1/model.onnx does not match" in line, line
+    log = (node.state / "tritonserver.log").read_text()
+    assert "loading: squeezenet1_1_onnx:1" in log and "loading: broken_onnx" not in log
     assert "3 model(s) ready" in " ".join(r.stdout.split())
     st = node.status()
     assert st["live"] and st["ready"] and st["version"] == "2.51.0" and st["pid"] == node.pid()
@@ -104,7 +109,7 @@ def test_start_serves_models_and_names_the_broken_one(node):
     assert states["squeezenet1_1_onnx"] == ("READY", "1")
     assert states["mobilenet_v3_small_onnx"] == ("READY", "1")
     assert states["squeezenet1_1_torchscript"] == ("READY", "1")
-    assert states["broken_onnx"][0] == "UNAVAILABLE"
+    assert states["broken_onnx"][0] == "UNLOADED"  # never sent to Triton
     # a second start from the same state dir is refused, the first keeps serving
     again = node.serve("start", "--repo", str(node.repo), "--http-port", str(free_port()),
                        "--grpc-port", str(free_port()), "--metrics-port", str(free_port()))
@@ -216,6 +221,41 @@ def test_reload_picks_up_a_changed_model_without_restart(node):
     assert node.pid() == pid and psutil.pid_exists(pid)
     assert {m["name"] for m in node.status()["models"]} == {
         "squeezenet1_1_onnx", "squeezenet1_1_torchscript", "mobilenet_v3_small_onnx"}
+
+
+def test_reload_refuses_a_corrupted_model_while_the_others_reload(node):
+    """Python variant on the real server: a changed model whose engine file no longer
+    matches the sha256 `agent repo` recorded is refused by name and never sent to Triton
+    (the version loaded before keeps serving); the other changed model reloads. The
+    native variant (no NGC image here) is covered without a server in
+    tests/test_triton_repo.py::test_serve_checks_a_native_model_before_triton_loads_it."""
+    from agent.triton.repo import RepoOptions, write_repository
+
+    for name, model, fmt, instances in (("squeezenet1_1_torchscript", "squeezenet1_1", "torchscript", 2),
+                                        ("mobilenet_v3_small_onnx", "mobilenet_v3_small", "onnx", 1)):
+        staging = node.root / f"staging-{name}"
+        write_repository(node.engines, staging, RepoOptions(models=(model,), formats=(fmt,), instances=instances))
+        shutil.rmtree(node.repo / name)
+        shutil.move(str(staging / name), node.repo / name)
+    with open(node.repo / "squeezenet1_1_torchscript" / "1" / "model.pt", "r+b") as f:
+        f.seek(256)
+        f.write(b"\0" * 16)
+    log = node.state / "tritonserver.log"
+    loads = log.read_text().count("loading: squeezenet1_1_torchscript:1")
+    r = node.serve("reload")
+    assert r.returncode == 3, r.stdout + r.stderr
+    line = error_line(r)
+    assert "squeezenet1_1_torchscript: refused to load: 1/model.pt does not match" in line, line
+    assert "1 model(s) failed to load, 2 other(s) serving" in line and "keeps serving" in line
+    assert "reloaded: mobilenet_v3_small_onnx;" in " ".join(r.stdout.split())
+    assert log.read_text().count("loading: squeezenet1_1_torchscript:1") == loads  # Triton was not asked
+    config = httpx.get(f"http://{node.url}/v2/models/squeezenet1_1_torchscript/config", timeout=10).json()
+    assert config["instance_group"][0]["count"] == 1  # the version loaded before
+    config = httpx.get(f"http://{node.url}/v2/models/mobilenet_v3_small_onnx/config", timeout=10).json()
+    assert config["instance_group"][0]["count"] == 1
+    states = {m["name"]: m["state"] for m in node.status()["models"]}
+    assert states == {"squeezenet1_1_onnx": "READY", "squeezenet1_1_torchscript": "READY",
+                      "mobilenet_v3_small_onnx": "READY"}
 
 
 def test_zz_stop_leaves_no_process(node):

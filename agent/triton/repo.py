@@ -15,21 +15,30 @@ Two variants (``backend``):
   the same engine file through ``agent.runtimes`` on the CPU, KIND_CPU.
   TensorRT engines have no python variant (no TensorRT on CPU nodes).
 
-Only engines whose verification passed enter the repository. Each model
-directory is written to a temporary sibling and renamed into place, and is
-left untouched when nothing changed, so that ``agent serve reload`` reloads
-exactly the models that changed."""
+Only engines whose verification passed enter the repository. Before anything
+is written, every file of every selected engine is checked against its manifest
+sha256: one mismatch (or missing file) refuses the whole write and leaves the
+repository exactly as it was. Engine files enter as reflinks or copies, never
+hard links (a later change in the build directory cannot reach the served
+copy), and ``inferfleet.json`` records the sha256 of every file of the version
+directory (``repo_files``), which ``agent serve`` checks before it asks Triton
+to load the model. Each model directory is staged in a temporary sibling; the
+copies are checked, then all are renamed into place. A model is left untouched
+when nothing changed and its files still match, so that ``agent serve reload``
+reloads exactly the models that changed."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
-import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import AgentError
-from agent.fsutil import atomic_path, remove_stale_temporaries
+from agent.fsutil import atomic_path, clone_or_copy, remove_stale_temporaries, sha256_file
+from agent.manifest import check_file_hashes, manifest_path
 from agent.schema import EngineRecord, Manifest
 from agent.templating import render
 
@@ -125,41 +134,51 @@ def render_config(record: EngineRecord, opts: RepoOptions) -> str:
 
 
 def _place(src: Path, dest: Path) -> None:
-    """Hard-link an engine file into the repository (copy across filesystems)."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
+    """An engine file enters the repository as a reflink or a copy, never a hard link:
+    changing the build directory afterwards must not change what Triton serves."""
+    clone_or_copy(src, dest)
 
 
 def _python_model_source() -> Path:
     return Path(__file__).with_name("python_model.py")
 
 
-def _write_model(engines_dir: Path, repo: Path, record: EngineRecord, opts: RepoOptions, marker: dict) -> None:
-    with atomic_path(repo / record.name) as tmp:
-        version = tmp / VERSION
-        version.mkdir(parents=True)
-        (tmp / "config.pbtxt").write_text(render_config(record, opts))
-        if opts.backend == "python":
-            for rel in record.files:
-                _place(engines_dir / rel, version / Path(rel).name)
-            flat = record.model_copy(update={"files": python_files(record), "device": "cpu"})
-            (version / "engine.json").write_text(flat.model_dump_json(indent=2) + "\n")
-            shutil.copyfile(_python_model_source(), version / "model.py")
-        else:
-            main = [rel for rel in record.files if Path(rel).name == FILENAMES[record.format]]
-            if not main:
-                raise AgentError(f"{record.name}: the manifest lists no {FILENAMES[record.format]}")
-            for rel in record.files:  # model.onnx.data must sit beside model.onnx
-                _place(engines_dir / rel, version / Path(rel).name)
-        (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
+def _engine_json(record: EngineRecord) -> str:
+    flat = record.model_copy(update={"files": python_files(record), "device": "cpu"})
+    return flat.model_dump_json(indent=2) + "\n"
+
+
+def repo_files(record: EngineRecord, opts: RepoOptions) -> dict[str, str]:
+    """Every file of the model's version directory (``1/<name>``) -> sha256: what
+    ``agent serve`` checks before it asks Triton to load the model."""
+    files = {f"{VERSION}/{name}": sha for name, sha in python_files(record).items()}
+    if opts.backend == "python":
+        files[f"{VERSION}/engine.json"] = hashlib.sha256(_engine_json(record).encode()).hexdigest()
+        files[f"{VERSION}/model.py"] = sha256_file(_python_model_source())
+    return files
+
+
+def _stage_model(stack: contextlib.ExitStack, engines_dir: Path, repo: Path, record: EngineRecord,
+                 opts: RepoOptions, marker: dict) -> None:
+    """Write the model directory to a temporary sibling, renamed into place when
+    ``stack`` closes without an error (removed, and nothing renamed, otherwise)."""
+    tmp = stack.enter_context(atomic_path(repo / record.name))
+    version = tmp / VERSION
+    version.mkdir(parents=True)
+    (tmp / "config.pbtxt").write_text(render_config(record, opts))
+    for rel in record.files:  # model.onnx.data must sit beside model.onnx
+        _place(engines_dir / rel, version / Path(rel).name)
+    if opts.backend == "python":
+        (version / "engine.json").write_text(_engine_json(record))
+        shutil.copyfile(_python_model_source(), version / "model.py")
+    problem = check_file_hashes(marker["repo_files"], tmp)
+    if problem:  # changed while it was being copied
+        raise AgentError(f"engine {record.name}: its copy in the repository: {problem}; "
+                         f"nothing in {repo} was changed")
+    (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
 def _check_files(engines_dir: Path, record: EngineRecord) -> str | None:
-    for rel in record.files:
-        if not (engines_dir / rel).is_file():
-            return f"engine file {rel} is missing"
     names = [Path(rel).name for rel in record.files]
     if len(set(names)) != len(names):
         return "engine files with the same name in different directories"
@@ -189,10 +208,10 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
     if unknown:
         raise AgentError(f"no engines for model(s) {', '.join(unknown)} in {engines_dir}/manifest.json "
                          f"(have: {', '.join(sorted(known)) or 'none'})")
-    repo.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(repo)
-    report = RepoReport(repo=repo)
-    selected: set[str] = set()
+    # 1. every selected engine's files against the manifest, before anything is written
+    todo: list[tuple[EngineRecord, dict]] = []
+    skipped: dict[str, str] = {}
+    corrupt: list[str] = []
     for key, record in sorted(manifest.engines.items()):
         if opts.models and record.model not in opts.models:
             continue
@@ -200,31 +219,53 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
             continue
         if not record.ok:
             why = record.verification.message if record.verification else "never verified"
-            report.skipped[record.name] = f"verification did not pass ({why})" if record.verification else why
+            skipped[record.name] = f"verification did not pass ({why})" if record.verification else why
             continue
         if opts.backend == "python" and record.format == "tensorrt":
-            report.skipped[record.name] = "TensorRT engines have no python-backend variant (use --backend native)"
+            skipped[record.name] = "TensorRT engines have no python-backend variant (use --backend native)"
             continue
         problem = _check_files(engines_dir, record)
         if problem:
-            report.skipped[record.name] = problem
+            skipped[record.name] = problem
             continue
+        problem = check_file_hashes(record.files, engines_dir)
+        if problem:
+            corrupt.append(f"engine {record.name}: {problem}")
+            continue
+        if opts.backend == "native" and not any(Path(rel).name == FILENAMES[record.format]
+                                                for rel in record.files):
+            raise AgentError(f"{record.name}: the manifest lists no {FILENAMES[record.format]}")
         marker = {
             "engine": record.name, "build_key": record.build_key, "files": record.files,
+            "repo_files": repo_files(record, opts),
             "backend": opts.backend, "config": render_config(record, opts),
         }
         if opts.backend == "python":
             marker["python_model"] = _python_model_source().read_text()
-        selected.add(record.name)
-        try:
-            old = json.loads((repo / record.name / MARKER).read_text())
-        except (OSError, ValueError):
-            old = None
-        if old == marker and (repo / record.name / "config.pbtxt").is_file():
-            report.unchanged.append(record.name)
-            continue
-        _write_model(engines_dir, repo, record, opts, marker)
-        report.written.append(record.name)
+        todo.append((record, marker))
+    if corrupt:
+        raise AgentError(f"refusing to write the Triton repository {repo}: {'; '.join(corrupt)} "
+                         f"(manifest {manifest_path(engines_dir)}); nothing in {repo} was changed — "
+                         f"rerun `agent build-engines --out {engines_dir}` to rebuild the engine(s)")
+
+    # 2. stage every new or changed model, check the copies, then rename them all into place
+    repo.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(repo)
+    report = RepoReport(repo=repo, skipped=skipped)
+    selected: set[str] = set()
+    with contextlib.ExitStack() as stack:
+        for record, marker in todo:
+            selected.add(record.name)
+            try:
+                old = json.loads((repo / record.name / MARKER).read_text())
+            except (OSError, ValueError):
+                old = None
+            if (old == marker and (repo / record.name / "config.pbtxt").is_file()
+                    and check_file_hashes(marker["repo_files"], repo / record.name) is None):
+                report.unchanged.append(record.name)
+                continue
+            _stage_model(stack, engines_dir, repo, record, opts, marker)
+            report.written.append(record.name)
     for d in sorted(repo.iterdir()):
         if d.is_dir() and (d / MARKER).is_file() and d.name not in selected:
             shutil.rmtree(d)

@@ -8,7 +8,10 @@ Both run Triton with ``--model-control-mode=explicit`` and
 each model of the repository is loaded through the API, so that a model that
 fails to load is reported by name while the others keep serving (with
 ``--load-model`` at startup a single bad model would make ``--exit-on-error``
-stop the whole server).
+stop the whole server). Before each load, the model's files are checked against
+the sha256 that ``agent repo`` recorded in its ``inferfleet.json``: a model that
+does not match is refused by name and Triton never sees it (the native
+platforms load engine files without any check of their own).
 
 The bundled binary has three traps (see ENVIRONMENT.md), handled by
 :func:`native_env` and :func:`prepare_backends`: the python backend stub needs
@@ -35,7 +38,7 @@ from pathlib import Path
 from agent.errors import AgentError
 from agent.fsutil import atomic_write_text
 from agent.triton.api import TritonAPI
-from agent.triton.repo import repo_models
+from agent.triton.repo import MARKER, VERSION, repo_models
 
 DEFAULT_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51, as bundled in nvidia-pytriton 0.7
 DEFAULT_CONTAINER_NAME = "inferfleet-triton"
@@ -307,6 +310,30 @@ def fingerprint(model_dir: Path) -> str | None:
     return h.hexdigest()
 
 
+def check_model_files(model_dir: Path) -> str | None:
+    """Check a model directory written by ``agent repo`` against the sha256 of every
+    file that its ``inferfleet.json`` records; None when all match (or when the
+    directory has no such marker: not written by inferfleet, nothing recorded to
+    check), else the problem, naming the file.
+
+    Every backend goes through this before Triton is asked to load the model:
+    native platforms (onnxruntime_onnx, pytorch_libtorch, tensorrt_plan) load the
+    file themselves and would serve a corrupted or replaced engine silently."""
+    from agent.manifest import check_file_hashes
+
+    marker_path = Path(model_dir) / MARKER
+    if not marker_path.is_file():
+        return None
+    try:
+        marker = json.loads(marker_path.read_text())
+        files = marker.get("repo_files") or {  # markers written before repo_files existed
+            f"{VERSION}/{Path(rel).name}": sha for rel, sha in marker["files"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        return f"its {MARKER} cannot be read ({type(e).__name__}): rewrite it with `agent repo`"
+    problem = check_file_hashes(files, model_dir)
+    return None if problem is None else f"{problem} (sha256 recorded in {MARKER} by `agent repo`)"
+
+
 def _read_loaded(state_dir: Path | None) -> dict[str, str]:
     if state_dir is None:
         return {}
@@ -323,8 +350,11 @@ def sync_models(api: TritonAPI, repo: Path | None, state_dir: Path | None,
     Loads models that are new, changed (fingerprint differs from when this
     agent loaded them) or not ready; unloads models this agent loaded that left
     the repository. Without a local ``repo`` (``--url`` only), every model of
-    the server's repository index is (re)loaded. A model that fails is
-    reported by name; the others keep serving."""
+    the server's repository index is (re)loaded. Before Triton is asked to
+    load a model, its files are checked against the sha256 recorded by ``agent
+    repo`` (:func:`check_model_files`): a model that does not match is refused
+    (never loaded), and a model that fails either way is reported by name
+    while the others keep serving."""
     report = LoadReport()
     before = _read_loaded(state_dir)
     index = {m["name"]: m for m in api.index()}
@@ -334,6 +364,11 @@ def sync_models(api: TritonAPI, repo: Path | None, state_dir: Path | None,
         if not force and fp is not None and before.get(name) == fp and index[name].get("state") == "READY":
             report.unchanged.append(name)
             after[name] = fp
+            continue
+        problem = check_model_files(Path(repo) / name) if repo is not None else None
+        if problem is not None:  # Triton is not asked to load it
+            kept = "; the version loaded before keeps serving" if index[name].get("state") == "READY" else ""
+            report.failed[name] = f"refused to load: {problem}{kept}"
             continue
         if on_model:
             on_model(name)
@@ -495,10 +530,17 @@ def stop(s: ServerSettings, timeout: float = 30.0, quiet: bool = False) -> bool:
 def exec_foreground(s: ServerSettings) -> None:
     """Replace this process with tritonserver (for a systemd unit): no pid file, no daemon.
 
-    Models are loaded at startup with ``--load-model``; ``--exit-on-error=false`` here
+    Models are loaded at startup with ``--load-model`` (only those whose files match
+    the sha256 recorded by ``agent repo``); ``--exit-on-error=false`` here
     so that one model that fails to load does not take the node down (systemd would
     restart it in a loop) — the failure shows in ``agent serve status``."""
-    models = validate_repo(s.repo)
+    models = []
+    for m in validate_repo(s.repo):
+        problem = check_model_files(Path(s.repo) / m)
+        if problem is None:
+            models.append(m)
+        else:
+            print(f"warning: model {m} refused to load: {problem}", file=sys.stderr)
     check_ports_free(s)
     s.state_dir.mkdir(parents=True, exist_ok=True)
     if s.runtime == "native":
