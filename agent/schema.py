@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from itertools import pairwise
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -189,7 +190,7 @@ class LatencyStats(Checked):
     def _ordered(self) -> LatencyStats:
         order = [("min", self.min), ("p50", self.p50), ("p90", self.p90), ("p95", self.p95),
                  ("p99", self.p99), ("max", self.max)]
-        for (a, x), (b, y) in zip(order, order[1:]):
+        for (a, x), (b, y) in pairwise(order):
             if x > y * (1 + 1e-9) + 1e-12:  # interpolated percentiles may differ in the last bit
                 raise ValueError(f"latency percentiles out of order: {a} {x:g} > {b} {y:g}")
         return self

@@ -187,3 +187,23 @@ def test_migrations_create_schema_and_sqlite_uses_wal(db_url):
         with engine.connect() as conn:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
     engine.dispose()
+
+
+@pytest.mark.postgres
+def test_several_workers_store_each_document_exactly_once(postgres_server, tmp_path):
+    """`--workers 2` on PostgreSQL: the same documents raced from 8 threads through two
+    worker processes are stored once each (ON CONFLICT DO NOTHING, no SELECT first)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = Collector(new_postgres_db(postgres_server), tmp_path / "c.log",  # noqa: F405
+                  extra_args=("--workers", "2")).start(timeout=120)
+    try:
+        bodies = [doc_json(i) for i in range(6)]
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda b: c.post(b).status_code, bodies * 8))
+        assert sorted(codes).count(201) == 6 and sorted(codes).count(200) == 42, codes
+        assert run_count(c) == 6
+        assert len(c.get("/v1/nodes").json()) == 6
+        assert "with 2 worker(s)" in c.log.read_text()
+    finally:
+        c.stop()

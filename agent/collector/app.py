@@ -100,6 +100,24 @@ def parse_document(body: bytes) -> ResultDocument:
         raise HTTPException(422, validation_message(e)) from None
 
 
+WORKER_SETTINGS_ENV = "_INFERFLEET_COLLECTOR_WORKER"  # serve -> its uvicorn worker processes
+
+
+def app_from_env() -> FastAPI:
+    """The app of one uvicorn worker process (``agent collector serve --workers N``).
+
+    The parent migrated the database and put the settings in the environment
+    (inherited, never on a command line); secrets stay where the parent read them."""
+    import os
+
+    from agent.collector.db import make_engine
+
+    s = json.loads(os.environ[WORKER_SETTINGS_ENV])
+    read = os.environ.get(s["read_token_env"], "").strip() or None
+    return create_app(make_engine(os.environ[s["db_env"]]), os.environ[s["token_env"]].strip(),
+                      max_body_bytes=s["max_body"], read_token=read)
+
+
 def run_summary(row) -> dict:  # noqa: ANN001
     m = dict(row._mapping)
     out = {k: v for k, v in m.items() if k != "document"}
@@ -184,7 +202,7 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             body += chunk
             if len(body) > max_body_bytes:
                 raise HTTPException(413, f"body exceeds the limit of {max_body_bytes} bytes")
-        doc = parse_document(bytes(body))
+        doc = await run_in_threadpool(parse_document, bytes(body))  # off the event loop
         try:
             created = await run_in_threadpool(ingest, engine, doc)
         except (DataError, IntegrityError) as e:  # a value the database refuses: the document's fault

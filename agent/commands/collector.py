@@ -24,6 +24,7 @@ def serve(
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the write token (default: agent config, INFERFLEET_COLLECTOR_TOKEN).")] = None,
     read_token_env: Annotated[str, typer.Option("--read-token-env", help="Environment variable holding an optional read-only token (reads also accept the write token).")] = READ_TOKEN_ENV,
     max_body: Annotated[int, typer.Option("--max-body-bytes", help="Largest accepted result document.")] = 4 * 1024 * 1024,
+    workers: Annotated[int, typer.Option(help="uvicorn worker processes (PostgreSQL: one per core; SQLite: 1 is best, writes are serialised).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve the collector HTTP API (OpenAPI at /docs) after migrating the database."""
@@ -45,6 +46,8 @@ def serve(
         raise AgentError(f"--port must be 1..65535, got {port}")
     if max_body < 1024:
         raise AgentError("--max-body-bytes must be at least 1024")
+    if not 1 <= workers <= 64:
+        raise AgentError(f"--workers must be 1..64, got {workers}")
     url = db or default_db_url(config.state_dir)
     if db is None:
         config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -59,12 +62,25 @@ def serve(
 
     from agent.collector.app import create_app
 
-    app_ = create_app(engine, token.strip(), max_body_bytes=max_body, read_token=read_token)
     reads = f"write token or ${read_token_env}" if read_token else "write token"
     console_err.print(f"collector: database {redact(url)}, listening on http://{host}:{port} "
-                      f"(writes: token from ${env}; reads: {reads})", highlight=False)
+                      f"with {workers} worker(s) (writes: token from ${env}; reads: {reads})", highlight=False)
+    if workers == 1:
+        target = create_app(engine, token.strip(), max_body_bytes=max_body, read_token=read_token)
+        extra: dict = {}
+    else:  # worker processes build their own app (and engine) from inherited settings
+        import json
+
+        from agent.collector.app import WORKER_SETTINGS_ENV
+
+        engine.dispose()
+        os.environ["_INFERFLEET_COLLECTOR_DB"] = url
+        os.environ[WORKER_SETTINGS_ENV] = json.dumps({
+            "db_env": "_INFERFLEET_COLLECTOR_DB", "token_env": env, "read_token_env": read_token_env,
+            "max_body": max_body})
+        target, extra = "agent.collector.app:app_from_env", {"factory": True, "workers": workers}
     try:
-        uvicorn.run(app_, host=host, port=port, log_level=log_level, access_log=True,
-                    timeout_graceful_shutdown=5)
+        uvicorn.run(target, host=host, port=port, log_level=log_level, access_log=True,
+                    timeout_graceful_shutdown=5, **extra)
     except OSError as e:
         raise AgentError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
