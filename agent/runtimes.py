@@ -145,17 +145,9 @@ class TensorRTRunner(Runner):
 
 def check_files(record: EngineRecord, engines_dir: Path) -> str | None:
     """None when every file of the engine exists with its recorded sha256, else why not."""
-    from agent.fsutil import sha256_file
+    from agent.manifest import check_file_hashes
 
-    if not record.files:
-        return "the manifest lists no files"
-    for rel, digest in record.files.items():
-        p = Path(engines_dir) / rel
-        if not p.is_file():
-            return f"{rel} is missing"
-        if sha256_file(p) != digest:
-            return f"{rel} does not match its manifest sha256 (corrupt or truncated)"
-    return None
+    return check_file_hashes(record.files, engines_dir)
 
 
 def _main_file(record: EngineRecord, engines_dir: Path) -> Path:

@@ -66,7 +66,7 @@ def test_corrupt_engine_is_refused_by_bench(built_engines, tmp_path, fmt, how):
     line = error_line(run_cli("bench", "--engines", str(engines), "--models", "squeezenet1_1",
                               "--formats", fmt, "--batch-sizes", "1", "--json", str(json_out),
                               env={"INFERFLEET_STATE_DIR": str(tmp_path / "state")}))
-    assert f"engine squeezenet1_1_{fmt}" in line and "corrupt or truncated" in line
+    assert f"engine squeezenet1_1_{fmt}" in line and "corrupt, truncated or replaced" in line
     assert not json_out.exists()
     assert not (tmp_path / "state" / "spool").exists() or not list((tmp_path / "state" / "spool").iterdir())
 
