@@ -125,7 +125,8 @@ def test_report_numbers_match_inputs(report_db, tmp_path):
     assert f"4 nodes, 3 models, {4 * 3 * 4 * 3 * 2} configurations, 18 regression(s) flagged" in r.stdout
     check_numbers(out, docs, before, after)
     html = (out / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == len(MODELS)
+    assert html.count('<svg class="figure"') == len(MODELS)  # one inline SVG figure per model
+    assert "<img" not in html
     assert "http://" not in html and "https://" not in html and "<script" not in html  # opens offline
     for text in ("Best configuration per model", "Before/after stack comparison", "node-0003",
                  'class="regression"', "Tesla T4"):

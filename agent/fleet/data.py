@@ -1,19 +1,30 @@
 """The fleet report's numbers.
 
-The database does the heavy lifting: one window-function query picks the
+Two plain queries and one pass. The runs (a few columns, one row per
+document) and the results (one row per measurement, fetched as raw DB-API
+tuples, never an ORM or SQLAlchemy row object) are read once each; the
 newest result of every (node, model, backend, precision, batch, concurrency)
-out of all results (``ix_results_config`` covers it), joined with the run
-that measured it (GPU, $/hour, stack). Everything derived — speedup over
-eager on the same node, cost per million inferences, the per-GPU summary,
-the best configuration under a p99 budget and the before/after stack
-comparison — is one pass over those rows in Python."""
+— by *effective* time, see ``EFFECTIVE_AT`` — is picked in that pass with a
+dict (the same answer as ``LATEST_SQL``'s window function, which the tests
+keep as the reference, at a fraction of its cost on SQLite: no sort of every
+row, no join per row). The same pass keeps the newest result per
+configuration of the before- and after-stack runs of every upgraded node, so
+the stack comparison reads nothing again. Everything derived — speedup over
+eager on the same node, cost per million inferences, the per-GPU summary
+(medians), the best configuration under a p99 budget and the figures' series —
+is computed from those tuples once; ``Row`` objects are made only on demand
+(``Report.rows`` is a lazy sequence), e.g. for the per-node tables of a small
+fleet. results.csv is written from the same tuples."""
 
 from __future__ import annotations
 
 import statistics
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from itertools import starmap
+from operator import attrgetter, itemgetter
 
 from sqlalchemy import Engine, bindparam, text
 
@@ -40,6 +51,35 @@ class Row:
     stack: str
     speedup_vs_eager: float | None = None
     cost_per_million: float | None = None
+
+
+ROW_FIELDS = tuple(f.name for f in fields(Row))
+row_tuple = attrgetter(*ROW_FIELDS)
+
+
+class Rows(Sequence):
+    """The report's newest results, kept as tuples in ``Row`` field order (372,000
+    of them at 1,000 nodes); a ``Row`` is made only when one is read."""
+
+    __slots__ = ("tuples",)
+
+    def __init__(self, tuples: list[tuple]) -> None:
+        self.tuples = tuples
+
+    def __len__(self) -> int:
+        return len(self.tuples)
+
+    def __getitem__(self, i):  # noqa: ANN001, ANN204
+        if isinstance(i, slice):
+            return [Row(*t) for t in self.tuples[i]]
+        return Row(*self.tuples[i])
+
+    def __iter__(self) -> Iterator[Row]:
+        return starmap(Row, self.tuples)
+
+
+def as_tuples(rows: Sequence[Row]) -> list[tuple]:
+    return rows.tuples if isinstance(rows, Rows) else [row_tuple(r) for r in rows]
 
 
 @dataclass(slots=True)
@@ -71,23 +111,24 @@ class Report:
     threshold_pct: float
     p99_budget_ms: float | None
     nodes: list[dict]
-    rows: list[Row]
+    rows: Sequence[Row]  # a list, or ``Rows`` (tuples, Row made on access) from build_report
     by_gpu: list[dict]
     best: list[dict]
     comparisons: list[Comparison]
     compared_nodes: list[dict] = field(default_factory=list)
+    series: dict[str, dict | None] | None = None  # the figures' data per model (plots.model_series)
 
     @property
     def models(self) -> list[str]:
-        return sorted({r.model for r in self.rows})
+        return sorted({g["model"] for g in self.by_gpu})  # by_gpu has every (model, GPU) with a row
 
     def rows_for(self, model: str) -> list[Row]:
-        return [r for r in self.rows if r.model == model]
+        return [Row(*t) for t in as_tuples(self.rows) if t[4] == model]
 
     @property
     def unstable(self) -> int:
         """Configurations whose newest result is unstable (shown, marked ⚠, never "best")."""
-        return sum(not r.stable for r in self.rows)
+        return sum(g["unstable"] for g in self.by_gpu)
 
 
 def cost_per_million(price_per_hour: float | None, throughput_ips: float) -> float | None:
@@ -135,26 +176,130 @@ ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concur
 """
 
 
-def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None) -> list[Row]:  # noqa: ANN001
+RUNS_SQL = """SELECT id, node_name, COALESCE(gpu_name, 'cpu'), COALESCE(instance_type, ''), price_per_hour,
+       target, created_at, received_at, stack, {in_window} FROM runs{where}"""
+RESULTS_SQL = """SELECT run_id, node_name, model, format, precision, batch_size, concurrency, throughput_ips,
+       p50_ms, p99_ms, stable, created_at, id FROM results{where}"""
+FETCH = 20_000
+
+
+def _raw(conn, sql: str, params: dict, expanding: tuple[str, ...] = ()):  # noqa: ANN001, ANN202
+    """Rows as the DB-API driver returns them (plain tuples): half the cost of
+    SQLAlchemy's rows at 372,000 results, and nothing of theirs is needed here."""
+    stmt = text(sql)
+    if expanding:
+        stmt = stmt.bindparams(*(bindparam(n, expanding=True) for n in expanding))
+    res = conn.execute(stmt, params)
+    try:
+        cur = res.cursor
+        while batch := cur.fetchmany(FETCH):
+            yield from batch
+    finally:
+        res.close()
+
+
+def _runs(conn, since: datetime | None, run_ids: list[str] | None = None) -> dict[str, tuple]:  # noqa: ANN001
+    """id -> (node, gpu, instance type, $/hour, served by Triton, created, received, stack, in window).
+    With ``since``: only runs received since then (a result's effective time —
+    min(created_at, received_at) — is >= since exactly when both are); "in
+    window" says the run itself was also created since then (the stack
+    comparison's rule for runs)."""
     conds, params = [], {}
     if since is not None:
-        # effective_at <= created_at: the first test lets the index narrow, the second decides
-        conds.append("r.created_at >= :since AND r.effective_at >= :since")
+        conds.append("received_at >= :since")
         params["since"] = since
     if run_ids is not None:
-        conds.append("r.run_id IN :run_ids")
+        conds.append("id IN :run_ids")
         params["run_ids"] = list(run_ids)
-    sql = text(LATEST_SQL.format(where=("WHERE " + " AND ".join(conds)) if conds else ""))
+    sql = RUNS_SQL.format(in_window="CASE WHEN created_at >= :since THEN 1 ELSE 0 END" if since is not None else "1",
+                          where=(" WHERE " + " AND ".join(conds)) if conds else "")
+    return {t[0]: (t[1], t[2], t[3], t[4], t[5] == "triton", t[6], t[7], t[8], bool(t[9]))
+            for t in _raw(conn, sql, params, ("run_ids",) if run_ids is not None else ())}
+
+
+def _stack_pairs(runs: dict[str, tuple]) -> dict[str, tuple[str, str]]:
+    """Per node: (before, after) = (the newest earlier stack that differs, the newest stack),
+    "newest" by effective time (a run cannot be newer than its arrival), ties by id."""
+    by_node: dict[str, list[tuple]] = defaultdict(list)
+    for rid, (node, _g, _i, _p, _s, created, received, stack, in_window) in runs.items():
+        if in_window:
+            by_node[node].append((received if created > received else created, rid, stack))
+    pairs = {}
+    for node, rs in by_node.items():
+        rs.sort(reverse=True)
+        after = rs[0][2]
+        before = next((s for _e, _r, s in rs if s != after), None)
+        if before is not None:
+            pairs[node] = (before, after)
+    return pairs
+
+
+def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: ANN001
+                 pairs: dict[str, tuple[str, str]] | None = None,
+                 run_ids: list[str] | None = None) -> tuple[dict, dict]:
+    """One pass over the results: the newest of every configuration (and, for the
+    nodes in ``pairs``, the newest per configuration among the before-stack runs and
+    among the after-stack runs). Values are (effective time, result id, raw row, run)."""
+    conds, params = [], {}
+    if since is not None:
+        conds.append("created_at >= :since")  # ix_results_created; the run's received_at is checked via ``runs``
+        params["since"] = since
     if run_ids is not None:
-        sql = sql.bindparams(bindparam("run_ids", expanding=True))
+        conds.append("run_id IN :run_ids")
+        params["run_ids"] = list(run_ids)
+    sql = RESULTS_SQL.format(where=(" WHERE " + " AND ".join(conds)) if conds else "")
+    newest: dict[tuple, tuple] = {}
+    sides: dict[tuple, tuple] = {}
+    get, sget = newest.get, sides.get
+    for t in _raw(conn, sql, params, ("run_ids",) if run_ids is not None else ()):
+        run = runs.get(t[0])
+        if run is None:
+            continue
+        created, received, rid = t[11], run[6], t[12]
+        eff = received if created > received else created
+        key = (t[1], t[2], "triton-" + t[3] if run[4] else t[3], t[4], t[5], t[6])
+        old = get(key)
+        if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
+            newest[key] = (eff, rid, t, run)
+        if pairs and run[8] and (pair := pairs.get(t[1])) is not None:
+            side = 0 if run[7] == pair[0] else 1 if run[7] == pair[1] else None
+            if side is not None:
+                skey = (side, *key)
+                old = sget(skey)
+                if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
+                    sides[skey] = (eff, rid, t, run)
+    return newest, sides
+
+
+ROW_ORDER = itemgetter(4, 1, 0, 5, 6, 7, 8)  # model, GPU, node, backend, precision, batch, concurrency
+
+
+def _row_tuples(picked) -> list[tuple]:  # noqa: ANN001
+    """Row-field-ordered tuples (speedup and cost derived), sorted like the report."""
+    stamps: dict = {}
     out = []
-    for t in conn.execute(sql, params):
-        r = Row(*t)
-        r.stable = bool(r.stable)
-        if isinstance(r.created_at, str):  # SQLite returns raw text for text() queries
-            r.created_at = datetime.fromisoformat(r.created_at)
-        out.append(r)
-    return out
+    for key, (_eff, _rid, t, run) in picked:
+        created = t[11]
+        ts = stamps.get(created)
+        if ts is None:
+            ts = stamps[created] = datetime.fromisoformat(created) if isinstance(created, str) else created
+        out.append((key[0], run[1], run[2], run[3], key[1], key[2], key[3], key[4], key[5], t[7], t[8], t[9],
+                    bool(t[10]), t[0], ts, run[7]))
+    eager = {(r[0], r[4], r[6], r[7], r[8]): r[9] for r in out if r[5] == "eager"}
+    derived = []
+    for r in out:
+        base = eager.get((r[0], r[4], r[6], r[7], r[8])) or eager.get((r[0], r[4], "fp32", r[7], r[8]))
+        derived.append((*r, r[9] / base if base else None, cost_per_million(r[3], r[9])))
+    derived.sort(key=ROW_ORDER)
+    return derived
+
+
+def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None) -> list[Row]:  # noqa: ANN001
+    """The newest result of every configuration (of ``run_ids`` only, when given), as Rows."""
+    if since is not None and since.tzinfo is not None:
+        since = since.astimezone(UTC).replace(tzinfo=None)
+    newest, _ = _pick_newest(conn, since, _runs(conn, since, run_ids), run_ids=run_ids)
+    return [Row(*t) for t in _row_tuples(newest.items())]
 
 
 def _derive(rows: list[Row]) -> None:
@@ -230,6 +375,57 @@ def _best(rows: list[Row], budget: float | None) -> list[dict]:
     return out
 
 
+def _summaries(tuples: list[tuple], budget: float | None) -> tuple[list[dict], list[dict], dict[tuple, list]]:
+    """``_by_gpu`` and ``_best`` (same results, same order: the tests check it) from
+    Row-ordered tuples in one pass, plus the tuples grouped per (model, GPU, backend,
+    precision, batch, concurrency) for the figures."""
+    groups: dict[tuple, list[tuple]] = defaultdict(list)
+    fastest: dict[str, tuple] = {}
+    cheapest: dict[str, tuple] = {}
+    for t in tuples:
+        groups[(t[4], t[1], t[5], t[6], t[7], t[8])].append(t)
+        if not t[12] or (budget is not None and t[11] > budget):
+            continue
+        model = t[4]
+        f = fastest.get(model)
+        if f is None or t[9] > f[9]:
+            fastest[model] = t
+        if t[17] is not None:
+            c = cheapest.get(model)
+            if c is None or t[17] < c[17]:
+                cheapest[model] = t
+    by_gpu = []
+    for key in sorted(groups):
+        ts = groups[key]
+        model, gpu, backend, precision, bs, conc = key
+        by_gpu.append({
+            "model": model, "gpu": gpu, "backend": backend, "precision": precision,
+            "batch_size": bs, "concurrency": conc, "nodes": len({t[0] for t in ts}),
+            "unstable": sum(not t[12] for t in ts),
+            "median_ips": _median([t[9] for t in ts]),
+            "best_ips": max((t[9] for t in ts if t[12]), default=None),
+            "median_p99_ms": _median([t[11] for t in ts]),
+            "median_speedup_vs_eager": _median([t[16] for t in ts]),
+            "median_cost_per_million": _median([t[17] for t in ts]),
+        })
+    within = "" if budget is None else " within the p99 budget"
+    best = []
+    for model in sorted({k[0] for k in groups}):
+        for kind, t in (("fastest", fastest.get(model)), ("cheapest", cheapest.get(model))):
+            if t is None:
+                best.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
+                             "precision": None, "batch_size": None, "concurrency": None,
+                             "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
+                             "note": f"no stable configuration{within}"
+                             + (" with a known $/hour" if kind == "cheapest" and model in fastest else "")})
+                continue
+            best.append({"model": model, "criterion": kind, "node": t[0], "gpu": t[1],
+                         "backend": t[5], "precision": t[6], "batch_size": t[7],
+                         "concurrency": t[8], "throughput_ips": t[9],
+                         "p99_ms": t[11], "cost_per_million": t[17], "note": ""})
+    return by_gpu, best, groups
+
+
 def _flag(ips_change: float, p99_change: float, threshold: float) -> str:
     if ips_change < -threshold or p99_change > threshold:
         return "regression"
@@ -255,41 +451,21 @@ def _compare(before: list[Row], after: list[Row], threshold: float, same_node: b
     return out
 
 
-def _stack_comparisons(conn, since, threshold: float) -> tuple[list[Comparison], list[dict]]:  # noqa: ANN001
-    """Per node: the newest stack against the newest earlier run with a different stack
-    ("newest" by effective time, as in LATEST_SQL: a run cannot be newer than its arrival)."""
-    effective = EFFECTIVE_AT.format(t="runs")
-    since_sql = f"created_at >= :since AND {effective} >= :since" if since is not None else ""
-    q = "SELECT node_name, id, stack FROM runs"
-    params = {}
-    if since is not None:
-        q += " WHERE " + since_sql
-        params["since"] = since
-    q += f" ORDER BY node_name, {effective} DESC, id DESC"
-    pairs: dict[str, tuple[str, str]] = {}
-    current: dict[str, str] = {}
-    for node, _id, stack in conn.execute(text(q), params):
-        if node not in current:
-            current[node] = stack
-        elif node not in pairs and stack != current[node]:
-            pairs[node] = (stack, current[node])  # (before, after)
+def _stack_comparisons(sides: dict[tuple, tuple], pairs: dict[str, tuple[str, str]],
+                       threshold: float) -> tuple[list[Comparison], list[dict]]:
+    """Per node: the newest stack against the newest earlier run with a different stack,
+    configuration by configuration (``sides`` from the one pass of ``_pick_newest``)."""
     if not pairs:
         return [], []
+    per_node: dict[str, tuple[list, list]] = {node: ([], []) for node in pairs}
+    for (side, *key), v in sides.items():
+        per_node[key[0]][side].append((tuple(key), v))
     comparisons, nodes = [], []
-    names = sorted(pairs)
-    for i in range(0, len(names), 500):
-        chunk = names[i:i + 500]
-        sql = text("SELECT id, node_name, stack FROM runs WHERE node_name IN :nodes"
-                   + (" AND " + since_sql if since is not None else "")).bindparams(
-            bindparam("nodes", expanding=True))
-        run_stack = {rid: (node, stack) for rid, node, stack in conn.execute(sql, {"nodes": chunk, **params})}
-        for node in chunk:
-            before_stack, after_stack = pairs[node]
-            before_ids = [r for r, (n, s) in run_stack.items() if n == node and s == before_stack]
-            after_ids = [r for r, (n, s) in run_stack.items() if n == node and s == after_stack]
-            cs = _compare(_latest_rows(conn, since, before_ids), _latest_rows(conn, since, after_ids), threshold)
-            comparisons += cs
-            nodes.append(_compared_node(node, before_stack, after_stack, cs))
+    for node in sorted(pairs):
+        before, after = per_node[node]
+        cs = _compare([Row(*t) for t in _row_tuples(before)], [Row(*t) for t in _row_tuples(after)], threshold)
+        comparisons += cs
+        nodes.append(_compared_node(node, *pairs[node], cs))
     return comparisons, nodes
 
 
@@ -314,11 +490,16 @@ def _nodes(conn) -> list[dict]:  # noqa: ANN001
 
 def build_report(engine: Engine, since: datetime | None = None, threshold_pct: float = 5.0,
                  p99_budget_ms: float | None = None, compare: tuple[str, str] | None = None) -> Report:
+    from agent.fleet.plots import model_series_from_groups
+
     if since is not None and since.tzinfo is not None:
         since = since.astimezone(UTC).replace(tzinfo=None)
     with engine.connect() as conn:
-        rows = _latest_rows(conn, since)
-        _derive(rows)
+        runs = _runs(conn, since)
+        pairs = None if compare else _stack_pairs(runs)
+        newest, sides = _pick_newest(conn, since, runs, pairs)
+        tuples = _row_tuples(newest.items())
+        del newest
         if compare:
             found = {r[0] for r in conn.execute(
                 text("SELECT id FROM runs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
@@ -334,11 +515,16 @@ def build_report(engine: Engine, since: datetime | None = None, threshold_pct: f
                 label = before[0].node if before[0].node == after[0].node else f"{before[0].node} → {after[0].node}"
                 compared = [_compared_node(label, before[0].stack, after[0].stack, comparisons)]
         else:
-            comparisons, compared = _stack_comparisons(conn, since, threshold_pct)
+            comparisons, compared = _stack_comparisons(sides, pairs, threshold_pct)
         nodes = _nodes(conn)
+    by_gpu, best, groups = _summaries(tuples, p99_budget_ms)
+    per_model: dict[str, dict[tuple, list]] = defaultdict(dict)
+    for (model, *key), ts in groups.items():
+        per_model[model][tuple(key)] = ts
+    series = {m: model_series_from_groups(m, g) for m, g in per_model.items()}
     return Report(generated_at=datetime.now(UTC), since=since, threshold_pct=threshold_pct,
-                  p99_budget_ms=p99_budget_ms, nodes=nodes, rows=rows, by_gpu=_by_gpu(rows),
-                  best=_best(rows, p99_budget_ms), comparisons=comparisons, compared_nodes=compared)
+                  p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples), by_gpu=by_gpu,
+                  best=best, comparisons=comparisons, compared_nodes=compared, series=series)
 
 
 def row_dict(r: Row | Comparison) -> dict:

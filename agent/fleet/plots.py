@@ -1,91 +1,155 @@
-"""Figures for the HTML report: matplotlib (Agg, no display), embedded as PNG
-data URIs so the page opens offline.
+"""Figures for the HTML report: inline SVG, written here as text, so the page
+opens offline and stays sharp at any zoom.
 
-Drawing dominates the report's time (about a third of a second per figure on
-one core), so the per-model series are summarised here (medians over nodes)
-and the figures are drawn in a process pool, one figure per task."""
+One figure per model (throughput and p99 latency against batch size), drawn
+from the per-GPU summary (medians over nodes), never from the rows one by
+one: a figure costs about a millisecond whatever the fleet's size. (They used
+to be matplotlib PNGs drawn in a process pool — a third of a second of CPU per
+figure plus a matplotlib import per worker, the larger part of the report's
+time.) Every text in a figure (GPU, node and backend names come from the
+documents) is XML-escaped; the markup has no script, no link and no external
+reference."""
 
 from __future__ import annotations
 
-import base64
-import io
-import os
+import math
 import statistics
 from collections import defaultdict
-from concurrent.futures import ProcessPoolExecutor
+from html import escape
 
-from agent.fleet.data import Row
+from agent.fleet.data import Row, as_tuples
 
-BACKEND_STYLE = {"eager": "-", "torchscript": "--", "onnx": "-.", "tensorrt": ":"}
+BACKEND_DASH = {"eager": "", "torchscript": "6 3", "onnx": "8 3 2 3", "tensorrt": "2 3"}
+OTHER_DASHES = ("10 4", "4 2 1 2", "1 2", "12 3 3 3")
 MAX_NODE_GROUPS = 6
-POOL_MIN_FIGURES = 4
+# matplotlib's tab10: the colours people already know from the PNG figures
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+          "#bcbd22", "#17becf")
 
 
-def model_series(model: str, rows: list[Row]) -> dict | None:
-    """Throughput and p99 against batch size, one line per node (or GPU, medians over
-    its nodes) and backend, at the lowest concurrency measured."""
-    if not rows:
+def model_series_from_groups(model: str, groups: dict[tuple, list[tuple]]) -> dict | None:
+    """Throughput and p99 against batch size, one line per node (up to
+    MAX_NODE_GROUPS nodes) or per GPU (medians over its nodes) and backend, at
+    the lowest concurrency measured. ``groups``: (GPU, backend, precision, batch,
+    concurrency) -> Row-ordered tuples of one model (``data._summaries``)."""
+    if not groups:
         return None
-    conc = min(r.concurrency for r in rows)
-    rows = [r for r in rows if r.concurrency == conc]
-    by_node = len({r.node for r in rows}) <= MAX_NODE_GROUPS
-    points: dict[tuple[str, str], dict[int, list[Row]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        points[(f"{r.node} ({r.gpu})" if by_node else r.gpu, r.backend)][r.batch_size].append(r)
+    conc = min(k[4] for k in groups)
+    sel = {k: ts for k, ts in groups.items() if k[4] == conc}
+    by_node = len({t[0] for ts in sel.values() for t in ts}) <= MAX_NODE_GROUPS
+    points: dict[tuple[str, str], dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
+    for (gpu, backend, _precision, bs, _conc), ts in sel.items():
+        if by_node:
+            for t in ts:
+                points[(f"{t[0]} ({t[1]})", backend)][bs].append(t)
+        else:
+            points[(gpu, backend)][bs].extend(ts)
     lines = []
     for (group, backend), by_batch in sorted(points.items()):
         xs = sorted(by_batch)
         lines.append((group, backend, xs,
-                      [statistics.median(r.throughput_ips for r in by_batch[x]) for x in xs],
-                      [statistics.median(r.p99_ms for r in by_batch[x]) for x in xs]))
+                      [statistics.median(t[9] for t in by_batch[x]) for x in xs],
+                      [statistics.median(t[11] for t in by_batch[x]) for x in xs]))
     who = "node" if by_node else "GPU (median over nodes)"
     return {"title": f"{model} — by {who} and backend, concurrency {conc}", "lines": lines,
-            "batches": sorted({r.batch_size for r in rows})}
+            "batches": sorted({k[3] for k in sel})}
+
+
+def model_series(model: str, rows) -> dict | None:  # noqa: ANN001
+    """``model_series_from_groups`` for a list of Rows (or ``Rows``) of one model."""
+    groups: dict[tuple, list[tuple]] = defaultdict(list)
+    for t in as_tuples(rows):
+        groups[(t[1], t[5], t[6], t[7], t[8])].append(t)
+    return model_series_from_groups(model, groups)
+
+
+def _nice_ticks(top: float, n: int = 5) -> list[float]:
+    if top <= 0 or not math.isfinite(top):
+        return [0.0, 1.0]
+    raw = top / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
+    return [i * step for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
+
+
+def _label(v: float) -> str:
+    if v >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:g}" if v >= 1 or v == 0 else f"{v:.2g}"
+
+
+def _panel(out: list[str], x0: float, series: dict, values: int, ylabel: str, colors: dict, dashes: dict) -> None:
+    w, h, top, left = 330.0, 220.0, 34.0, x0 + 58.0
+    batches = series["batches"] or [1]
+    lo, hi = math.log2(min(batches)), math.log2(max(batches))
+    span = (hi - lo) or 1.0
+
+    def sx(b: float) -> float:
+        return left + (math.log2(b) - lo) / span * w if hi > lo else left + w / 2
+
+    ymax = max((v for ln in series["lines"] for v in ln[values] if v is not None and math.isfinite(v)),
+               default=1.0)
+    ticks = _nice_ticks(ymax * 1.05)
+    ytop = ticks[-1] or 1.0
+
+    def sy(v: float) -> float:
+        return top + h - v / ytop * h
+
+    out.append(f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#888"/>')
+    for t in ticks:
+        y = sy(t)
+        out.append(f'<line x1="{left}" y1="{y:.1f}" x2="{left + w}" y2="{y:.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 4}" y="{y + 3:.1f}" text-anchor="end">{_label(t)}</text>')
+    for b in batches:
+        x = sx(b)
+        out.append(f'<line x1="{x:.1f}" y1="{top}" x2="{x:.1f}" y2="{top + h}" stroke="#eee"/>'
+                   f'<text x="{x:.1f}" y="{top + h + 13}" text-anchor="middle">{b}</text>')
+    out.append(f'<text x="{left + w / 2}" y="{top + h + 28}" text-anchor="middle">batch size</text>'
+               f'<text transform="translate({x0 + 12},{top + h / 2}) rotate(-90)" text-anchor="middle">'
+               f'{escape(ylabel)}</text>')
+    for group, backend, xs, *vals in series["lines"]:
+        ys = vals[values - 3]
+        pts = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in zip(xs, ys) if y is not None and math.isfinite(y))
+        dash = f' stroke-dasharray="{dashes[backend]}"' if dashes[backend] else ""
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{colors[group]}" stroke-width="1.5"{dash}/>')
+        out.extend(f'<circle cx="{p.split(",")[0]}" cy="{p.split(",")[1]}" r="2" fill="{colors[group]}"/>'
+                   for p in pts.split())
 
 
 def draw(series: dict) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.lines import Line2D
-
+    """The figure as an inline ``<svg>`` element (HTML5: no namespace needed)."""
     groups = sorted({g for g, *_ in series["lines"]})
     backends = sorted({b for _, b, *_ in series["lines"]})
-    colors = {g: plt.cm.tab10(i % 10) for i, g in enumerate(groups)}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 3.6))
-    fig.subplots_adjust(left=0.06, right=0.74, bottom=0.15, top=0.88, wspace=0.25)
-    for group, backend, xs, ips, p99 in series["lines"]:
-        kw = dict(color=colors[group], linestyle=BACKEND_STYLE.get(backend, "-"), marker="o", markersize=3)
-        ax1.plot(xs, ips, **kw)
-        ax2.plot(xs, p99, **kw)
-    for ax, label in ((ax1, "throughput (inferences/s)"), (ax2, "p99 latency (ms)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(series["batches"], [str(b) for b in series["batches"]])
-        ax.minorticks_off()
-        ax.set_xlabel("batch size")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    fig.suptitle(series["title"], fontsize=10)
+    colors = {g: COLORS[i % len(COLORS)] for i, g in enumerate(groups)}
+    others = iter(OTHER_DASHES * (len(backends) // len(OTHER_DASHES) + 1))
+    dashes = {b: BACKEND_DASH[b] if b in BACKEND_DASH else next(others) for b in backends}
+    height = max(300, 40 + 15 * (len(groups) + len(backends) + 1))
+    out = [f'<svg class="figure" role="img" width="960" height="{height}" viewBox="0 0 960 {height}" '
+           'font-family="sans-serif" font-size="10">',
+           f'<title>{escape(series["title"])}</title>',
+           f'<text x="400" y="16" text-anchor="middle" font-size="12">{escape(series["title"])}</text>']
+    _panel(out, 0, series, 3, "throughput (inferences/s)", colors, dashes)
+    _panel(out, 400, series, 4, "p99 latency (ms)", colors, dashes)
     # one legend entry per colour (node/GPU) and per line style (backend), not per line
-    handles = [Line2D([], [], color=colors[g], label=g) for g in groups]
-    handles += [Line2D([], [], color="black", linestyle=BACKEND_STYLE.get(b, "-"), label=b) for b in backends]
-    fig.legend(handles=handles, fontsize=7, loc="center left", bbox_to_anchor=(0.75, 0.5), frameon=False)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)  # fixed layout: "tight" would draw everything twice
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    y = 40
+    for g in groups:
+        out.append(f'<line x1="800" y1="{y}" x2="824" y2="{y}" stroke="{colors[g]}" stroke-width="2"/>'
+                   f'<text x="830" y="{y + 3}">{escape(g)}</text>')
+        y += 15
+    y += 5
+    for b in backends:
+        dash = f' stroke-dasharray="{dashes[b]}"' if dashes[b] else ""
+        out.append(f'<line x1="800" y1="{y}" x2="824" y2="{y}" stroke="#000" stroke-width="1.5"{dash}/>'
+                   f'<text x="830" y="{y + 3}">{escape(b)}</text>')
+        y += 15
+    out.append("</svg>")
+    return "".join(out)
 
 
-def model_figures(rows_by_model: dict[str, list[Row]]) -> dict[str, str | None]:
-    specs = {m: model_series(m, rows) for m, rows in rows_by_model.items()}
-    todo = {m: s for m, s in specs.items() if s is not None}
-    workers = min(os.cpu_count() or 1, len(todo), 8)
-    if len(todo) < POOL_MIN_FIGURES or workers < 2:
-        drawn = {m: draw(s) for m, s in todo.items()}
-    else:
-        import multiprocessing
-
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            drawn = dict(zip(todo, pool.map(draw, todo.values())))
-    return {m: drawn.get(m) for m in specs}
+def model_figures(rows_by_model: dict[str, list[Row]] | None = None,
+                  series: dict[str, dict | None] | None = None) -> dict[str, str | None]:
+    """model -> inline SVG (None for a model without rows), from ready series
+    (``Report.series``) or from each model's rows."""
+    if series is None:
+        series = {m: model_series(m, rows) for m, rows in (rows_by_model or {}).items()}
+    return {m: draw(s) if s is not None else None for m, s in series.items()}
