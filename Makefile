@@ -21,7 +21,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
-.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet \
+.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet bench-tool bench-ingest \
         molecule node-image e2e lint provision configure bench collector collect report destroy checkov clean
 
 help: ## list the targets
@@ -48,6 +48,12 @@ demo: venv ## build, verify and benchmark a few small models on this machine
 
 bench-local: venv ## speedup of the best engine over eager (resnet18/50, mobilenet_v3_small, squeezenet1_1)
 	$(PY) benchmarks/bench_local.py
+
+bench-tool: venv system-deps ## the tool's own speed: CLI start, no-op/first build, worker reuse, fleet report, collector ingest
+	$(PY) benchmarks/bench_tool.py
+
+bench-ingest: venv system-deps ## collector ingest rate, 8 concurrent pushers, SQLite and PostgreSQL (1 and N workers)
+	$(PY) benchmarks/bench_ingest.py
 
 bench-fleet: venv ## fleet report at scale: 1,000 nodes x 31 models x 4 backends x 3 batch sizes (generate + render time)
 	$(PY) benchmarks/bench_fleet_report.py

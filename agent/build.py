@@ -39,7 +39,16 @@ from agent.runtimes import check_files
 from agent.schema import EngineRecord, Manifest, ToolVersions
 
 LOCK_NAME = ".build.lock"
-MODELS_PER_WORKER = 8
+MODELS_PER_WORKER = 8  # INFERFLEET_BUILD_MODELS_PER_WORKER overrides (1: a fresh worker per model)
+
+
+def models_per_worker() -> int:
+    value = os.environ.get("INFERFLEET_BUILD_MODELS_PER_WORKER", "")
+    if not value:
+        return MODELS_PER_WORKER
+    if not value.isdigit() or int(value) < 1:
+        raise AgentError(f"INFERFLEET_BUILD_MODELS_PER_WORKER must be a whole number >= 1, got {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -149,17 +158,18 @@ def _last_line(log: Path) -> str:
 
 class WorkerPool:
     """One build worker at a time, reused from model to model until it dies or has
-    built ``MODELS_PER_WORKER`` models."""
+    built ``models_per_worker()`` models."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
+        self.limit = models_per_worker()
         self.proc: subprocess.Popen | None = None
         self.log: Path | None = None
         self.started = 0  # workers started (for tests and the summary)
         self.served = 0  # models built by the current worker
 
     def _ensure(self) -> subprocess.Popen:
-        if self.proc is None or self.proc.poll() is not None or self.served >= MODELS_PER_WORKER:
+        if self.proc is None or self.proc.poll() is not None or self.served >= self.limit:
             self.close()
             self.started += 1
             self.log = self.log_dir / f"worker-{self.started}.log"

@@ -52,6 +52,23 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")  # one escape sequence of json.dumps' output
+
+
+def has_control_character(value: Any) -> bool:
+    """Fast check over the whole structure at C speed: json.dumps escapes every control
+    character except DEL, so scan its escape sequences (an escaped backslash is consumed
+    as a pair, never misread)."""
+    import json
+
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    if "\x7f" in text:
+        return True
+    for m in _JSON_ESCAPE.finditer(text):
+        e = m.group(1)
+        if e in "btnfr" or (e[0] == "u" and int(e[1:], 16) < 32):
+            return True
+    return False
 
 
 def _control_character(value: Any, path: str = "") -> str | None:
@@ -247,9 +264,8 @@ class ResultDocument(Checked):
     @model_validator(mode="before")
     @classmethod
     def _no_control_characters(cls, data: Any) -> Any:
-        where = _control_character(data)
-        if where is not None:
-            raise ValueError(f"control character (e.g. NUL) in {where}")
+        if isinstance(data, dict) and has_control_character(data):
+            raise ValueError(f"control character (e.g. NUL) in {_control_character(data) or 'the document'}")
         return data
 
     @field_validator("created_at")

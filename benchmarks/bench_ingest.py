@@ -32,12 +32,19 @@ SIZES = {"small": dict(models=("resnet18", "resnet50", "mobilenet_v2"), formats=
          "large": dict(models=None, formats=None, batch_sizes=(1, 8, 32))}  # 31 x 4 x 3 = 372 results
 
 
+_TEMPLATES: dict[tuple[str, int], bytes] = {}
+
+
 def _bodies(size: str, node: int, count: int, tag: str) -> list[bytes]:
+    """``count`` documents of one node, each with its own id (one template, ids substituted)."""
     from agent.fleet.synthetic import make_document, make_node
 
-    kw = {k: v for k, v in SIZES[size].items() if v is not None}
-    return [make_document(make_node(node), seed=k, doc_id=f"{tag}-{node}-{k}", **kw).model_dump_json().encode()
-            for k in range(count)]
+    if (size, node) not in _TEMPLATES:
+        kw = {k: v for k, v in SIZES[size].items() if v is not None}
+        _TEMPLATES[(size, node)] = make_document(make_node(node), doc_id="ID-PLACEHOLDER", **kw) \
+            .model_dump_json().encode()
+    t = _TEMPLATES[(size, node)]
+    return [t.replace(b"ID-PLACEHOLDER", f"{tag}-{node}-{k}".encode(), 1) for k in range(count)]
 
 
 def _pusher(url: str, token: str, bodies: list[bytes], start_at: float, seconds: float, out) -> None:  # noqa: ANN001

@@ -119,3 +119,11 @@ def test_result_document_accepts_edge_values():
     for path, value in [("created_at", soon), ("node.price_per_hour", 0.0), ("node.cpu", "Xeon® — 2 GHz"),
                         ("results.0.latency_ms.p99", 3.0), ("node.node_name", "gpu-01.eu_west.internal")]:
         ResultDocument.model_validate(_with(path, value))
+
+
+def test_control_character_check_reads_escapes_not_backslashes():
+    from agent.schema import has_control_character
+
+    assert has_control_character({"a": "x\x00"}) and has_control_character({"k\x01": 1})
+    assert has_control_character(["\x7f"]) and has_control_character({"a": ["\n"]})
+    assert not has_control_character({"a": "C:\\new\\table \\u0000", "b": "ü ✓"})

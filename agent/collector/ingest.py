@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, case, func, insert, select
+from sqlalchemy import Engine, bindparam, case, func, insert, select
 
 from agent.collector.tables import STACK_FIELDS, nodes, results, runs
 from agent.schema import NodeFacts, ResultDocument
@@ -36,29 +36,42 @@ def _dialect_insert(conn):  # noqa: ANN001, ANN202
     return dialect_insert
 
 
+NODE_COLUMNS = ("name", "hostname", "cloud", "region", "instance_type", "price_per_hour", "gpu_name",
+                "gpu_count", "first_seen", "last_seen", "facts")
+_STATEMENTS: dict[tuple[str, str], object] = {}  # (dialect, kind) -> statement built once, run with parameters
+
+
+def _statement(conn, kind: str):  # noqa: ANN001, ANN202
+    """The node upsert and the run insert, built once per dialect (building them costs more
+    than running them); executed with a parameter dict."""
+    key = (conn.dialect.name, kind)
+    if key not in _STATEMENTS:
+        sqlite = conn.dialect.name == "sqlite"
+        if kind == "node":
+            stmt = _dialect_insert(conn)(nodes).values({k: bindparam(k) for k in NODE_COLUMNS})
+            newer = stmt.excluded.last_seen >= nodes.c.last_seen
+            keep_newest = [k for k in NODE_COLUMNS if k not in ("name", "first_seen", "last_seen")]
+            lo, hi = (func.min, func.max) if sqlite else (func.least, func.greatest)
+            _STATEMENTS[key] = stmt.on_conflict_do_update(index_elements=[nodes.c.name], set_={
+                **{k: case((newer, stmt.excluded[k]), else_=nodes.c[k]) for k in keep_newest},
+                "first_seen": lo(nodes.c.first_seen, stmt.excluded.first_seen),
+                "last_seen": hi(nodes.c.last_seen, stmt.excluded.last_seen),
+            })
+        else:  # run: nothing when the id is already stored; RETURNING tells (rowcount is -1 with psycopg)
+            stmt = _dialect_insert(conn)(runs).values({c.name: bindparam(c.name) for c in runs.c})
+            _STATEMENTS[key] = stmt.on_conflict_do_nothing(index_elements=[runs.c.id]).returning(runs.c.id)
+    return _STATEMENTS[key]
+
+
 def _upsert_node(conn, doc: ResultDocument, created: datetime) -> None:
+    """Insert the node, or update it with this document's facts when they are the newest."""
     n = doc.node
-    values = {
+    conn.execute(_statement(conn, "node"), {
         "name": n.node_name, "hostname": n.hostname, "cloud": n.cloud, "region": n.region,
         "instance_type": n.instance_type, "price_per_hour": n.price_per_hour,
         "gpu_name": n.gpu_name, "gpu_count": n.gpu_count, "first_seen": created,
         "last_seen": created, "facts": n.model_dump_json(),
-    }
-    stmt = _dialect_insert(conn)(nodes).values(**values)
-    newer = stmt.excluded.last_seen >= nodes.c.last_seen
-    update = {k: stmt.excluded[k] for k in values if k not in ("name", "first_seen", "last_seen")}
-
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[nodes.c.name],
-        set_={
-            **{k: case((newer, v), else_=nodes.c[k]) for k, v in update.items()},
-            "first_seen": func.min(nodes.c.first_seen, stmt.excluded.first_seen)
-            if conn.dialect.name == "sqlite" else func.least(nodes.c.first_seen, stmt.excluded.first_seen),
-            "last_seen": func.max(nodes.c.last_seen, stmt.excluded.last_seen)
-            if conn.dialect.name == "sqlite" else func.greatest(nodes.c.last_seen, stmt.excluded.last_seen),
-        },
-    )
-    conn.execute(stmt)
+    })
 
 
 def run_row(doc: ResultDocument, received: datetime) -> dict:
@@ -100,9 +113,7 @@ def ingest(engine: Engine, doc: ResultDocument) -> bool:
     try:
         with engine.begin() as conn:
             _upsert_node(conn, doc, to_utc_naive(doc.created_at))
-            stmt = (_dialect_insert(conn)(runs).values(run_row(doc, received))
-                    .on_conflict_do_nothing(index_elements=[runs.c.id]).returning(runs.c.id))
-            if conn.execute(stmt).first() is None:  # (rowcount is -1 with psycopg here)
+            if conn.execute(_statement(conn, "run"), run_row(doc, received)).first() is None:
                 raise _Duplicate  # rolls the node upsert back too: a duplicate changes nothing
             rows = result_rows(doc)
             if rows:
@@ -112,13 +123,25 @@ def ingest(engine: Engine, doc: ResultDocument) -> bool:
     return True
 
 
-def ingest_many(engine: Engine, docs) -> int:  # noqa: ANN001
-    """Bulk load (benchmarks, report from a collector): one transaction per batch."""
-    received = to_utc_naive(datetime.now(UTC))
+def ingest_many(engine: Engine, docs, received_at=None) -> int:  # noqa: ANN001
+    """Bulk load (benchmarks, report from a collector): one transaction per batch.
+
+    ``received_at``: optional, one time per document (None: now) — when the
+    documents were received elsewhere first, e.g. by the collector that the
+    fleet report mirrors, whose arrival times the report's "newest" ordering
+    relies on (a run is never newer than its arrival)."""
+    now = to_utc_naive(datetime.now(UTC))
     count = 0
     with engine.begin() as conn:
         existing = set()
         batch = list(docs)
+        if received_at is None:
+            received = {}
+        else:
+            times = list(received_at)
+            if len(times) != len(batch):
+                raise ValueError(f"ingest_many: {len(times)} received_at times for {len(batch)} documents")
+            received = {d.id: to_utc_naive(t) for d, t in zip(batch, times) if t is not None}
         ids = [d.id for d in batch]
         for i in range(0, len(ids), 500):
             existing |= {r[0] for r in conn.execute(select(runs.c.id).where(runs.c.id.in_(ids[i:i + 500])))}
@@ -126,7 +149,7 @@ def ingest_many(engine: Engine, docs) -> int:  # noqa: ANN001
         for d in sorted(fresh, key=lambda d: d.created_at):
             _upsert_node(conn, d, to_utc_naive(d.created_at))
         if fresh:
-            conn.execute(insert(runs), [run_row(d, received) for d in fresh])
+            conn.execute(insert(runs), [run_row(d, received.get(d.id, now)) for d in fresh])
             rows = [r for d in fresh for r in result_rows(d)]
             if rows:
                 conn.execute(insert(results), rows)
