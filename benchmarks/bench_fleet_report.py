@@ -1,32 +1,69 @@
 """Fleet-scale report benchmark: 1,000 nodes x 31 models x 4 backends x 3 batch
-sizes (372,000 results) in a SQLite collector database; prints the time to
-generate/ingest the database and to build and render the report (HTML with 31
-embedded figures, Markdown, CSV), then the same with one tenth of the fleet for
-the ratio.
+sizes (372,000 results) in a SQLite collector database, and one tenth of that.
 
-    .venv/bin/python benchmarks/bench_fleet_report.py [--nodes 1000] [--db sqlite:///...] [--keep DIR]
+Prints, per fleet size, the time to build the report's numbers (``query``:
+build_report — the SQL and the one pass over the rows) and to write it
+(``render``: HTML with 31 inline figures, Markdown, every CSV including
+results.csv with all 372,000 rows), their sum, and the ratio of the two sizes.
+Each measurement runs in a fresh Python process (as ``agent fleet report``
+does: imports, a cold start), and the sizes are interleaved (small, big,
+small, big, ...) so that a change in the machine's load hits both alike; the
+median of the repetitions is reported, with the load average before and after.
+
+    .venv/bin/python benchmarks/bench_fleet_report.py [--nodes 1000] [--repeat 3] [--keep DIR]
+        [--baseline GIT-REV]   # also time the report code of an older commit, interleaved (A/B)
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
-from agent.collector.db import make_engine, migrate  # noqa: E402
-from agent.collector.ingest import ingest_many  # noqa: E402
-from agent.fleet.data import build_report  # noqa: E402
-from agent.fleet.render import write_report  # noqa: E402
-from agent.fleet.synthetic import BACKEND_SPEEDUP, MODELS, fleet  # noqa: E402
+MEASURE = r"""
+import json, resource, sys, time
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from agent.collector.db import make_engine
+from agent.fleet.data import build_report
+from agent.fleet.render import write_report
+
+def cpu():
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+def main():
+    engine = make_engine(sys.argv[2])
+    c0, t0 = cpu(), time.perf_counter()
+    report = build_report(engine, p99_budget_ms=10.0)
+    t1 = time.perf_counter()
+    engine.dispose()  # as agent fleet report does: the report is written from memory
+    write_report(report, Path(sys.argv[3]), ["html", "md", "csv"])
+    t2 = time.perf_counter()
+    size = (Path(sys.argv[3]) / "report.html").stat().st_size
+    print(json.dumps({"query": t1 - t0, "render": t2 - t1, "cpu": cpu() - c0, "rows": len(report.rows),
+                      "html_mb": size / 1e6}))
+
+if __name__ == "__main__":
+    main()
+"""
 
 
 def generate(url: str, nodes: int) -> tuple[float, int]:
+    from agent.collector.db import make_engine, migrate
+    from agent.collector.ingest import ingest_many
+    from agent.fleet.synthetic import BACKEND_SPEEDUP, MODELS, fleet
+
     engine = make_engine(url)
     migrate(engine)
     t = time.perf_counter()
@@ -43,51 +80,85 @@ def generate(url: str, nodes: int) -> tuple[float, int]:
     return time.perf_counter() - t, count
 
 
-def cpu_seconds() -> float:
-    import resource
+def checkout(rev: str, work: Path) -> Path:
+    """The agent package and templates of ``rev`` (read from git, nothing in the working tree changes)."""
+    dest = work / f"rev-{rev.replace('/', '_')}"
+    if not dest.exists():
+        dest.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "agent", "templates"],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
 
-    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
-
-def render(url: str, out: Path) -> tuple[float, float, int]:
-    engine = make_engine(url)
-    t = time.perf_counter()
-    report = build_report(engine, p99_budget_ms=10.0)
-    t_query = time.perf_counter() - t
-    write_report(report, out, ["html", "md", "csv"])
-    engine.dispose()
-    return t_query, time.perf_counter() - t, len(report.rows)
+def measure(code_root: Path, url: str, out: Path) -> dict:
+    shutil.rmtree(out, ignore_errors=True)
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(code_root), url, str(out)],
+                       capture_output=True, text=True, cwd=code_root)
+    if r.returncode != 0:
+        raise SystemExit(f"report failed ({code_root}):\n{r.stderr}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
+    from agent.fleet.synthetic import BACKEND_SPEEDUP, MODELS
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=1000)
-    ap.add_argument("--keep", type=Path, help="keep the database and report here")
+    ap.add_argument("--repeat", type=int, default=3, help="measurements per size (and code version)")
+    ap.add_argument("--baseline", help="a git revision whose report code is timed too, interleaved")
+    ap.add_argument("--keep", type=Path, help="keep the databases and reports here (and reuse the databases)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-fleet-"))
     work.mkdir(parents=True, exist_ok=True)
-    print(f"{len(MODELS)} models x {len(BACKEND_SPEEDUP)} backends x 3 batch sizes per node")
-    print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} (wall times grow with load; "
-          "CPU seconds include the figure workers)")
-    print(f"{'nodes':>6} {'results':>9} {'generate+ingest s':>18} {'query s':>8} {'render total s':>15} {'render CPU s':>13}")
+    sizes = (max(1, args.nodes // 10), args.nodes)
+    print(f"{len(MODELS)} models x {len(BACKEND_SPEEDUP)} backends x 3 batch sizes per node; "
+          f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} (1 min) before")
     try:
-        timings = {}
-        for n in (max(1, args.nodes // 10), args.nodes):
+        urls, counts = {}, {}
+        for n in sizes:
             db = work / f"fleet-{n}.db"
+            urls[n] = f"sqlite:///{db}"
+            if args.keep and db.exists():
+                print(f"{n:>6} nodes: reusing {db}")
+                counts[n] = None
+                continue
             db.unlink(missing_ok=True)
-            url = f"sqlite:///{db}"
-            gen, count = generate(url, n)
-            cpu0 = cpu_seconds()
-            q, total, rows = render(url, work / f"report-{n}")
-            cpu = cpu_seconds() - cpu0
-            assert rows == count, (rows, count)
-            timings[n] = total
-            size = (work / f"report-{n}" / "report.html").stat().st_size / 1e6
-            print(f"{n:>6} {count:>9} {gen:>18.1f} {q:>8.1f} {total:>15.1f} {cpu:>13.1f}   (report.html {size:.1f} MB)")
-        small, big = timings
-        print(f"render time ratio {big}/{small} nodes: {timings[big] / timings[small]:.1f}x "
-              f"for {big // small}x the data")
+            gen, counts[n] = generate(urls[n], n)
+            print(f"{n:>6} nodes: {counts[n]:,} results generated + ingested in {gen:.1f} s")
+        versions = {"now": ROOT}
+        if args.baseline:
+            versions = {args.baseline: checkout(args.baseline, work), "now": ROOT}
+        runs: dict[tuple[str, int], list[dict]] = {(v, n): [] for v in versions for n in sizes}
+        loads = []
+        for i in range(args.repeat):  # A/B/A/B: sizes (and versions) alternate within every round
+            for v, code in versions.items():
+                for n in sizes:
+                    loads.append(os.getloadavg()[0])
+                    m = measure(code, urls[n], work / f"report-{n}")
+                    if counts[n] is not None:
+                        assert m["rows"] == counts[n], (m["rows"], counts[n])
+                    runs[(v, n)].append(m)
+                    print(f"  round {i + 1} {v:>8} {n:>5} nodes: query {m['query']:6.2f} s  render {m['render']:6.2f} s"
+                          f"  total {m['query'] + m['render']:6.2f} s  CPU {m['cpu']:6.2f} s  load {loads[-1]:.1f}",
+                          flush=True)
+        print(f"\nmedian of {args.repeat} (fresh process each; load average {min(loads):.1f}–{max(loads):.1f}, "
+              f"{os.getloadavg()[0]:.1f} after)")
+        print(f"{'code':>8} {'nodes':>6} {'results':>9} {'query s':>8} {'render s':>9} {'total s':>8} "
+              f"{'CPU s':>7} {'report.html':>12}")
+        for v in versions:
+            totals = {}
+            for n in sizes:
+                ms = runs[(v, n)]
+                q = statistics.median(m["query"] for m in ms)
+                r = statistics.median(m["render"] for m in ms)
+                totals[n] = statistics.median(m["query"] + m["render"] for m in ms)
+                cpu = statistics.median(m["cpu"] for m in ms)
+                print(f"{v:>8} {n:>6} {ms[0]['rows']:>9,} {q:>8.2f} {r:>9.2f} {totals[n]:>8.2f} {cpu:>7.2f} "
+                      f"{ms[0]['html_mb']:>9.2f} MB")
+            small, big = sizes
+            print(f"{v:>8} total time ratio {big}/{small} nodes: {totals[big] / totals[small]:.2f}x "
+                  f"for {big // small}x the data")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -382,3 +382,138 @@ def test_a_far_future_timestamp_cannot_hide_newer_results(db_url):
         assert {r.run_id for r in since.rows} == {new.id} and since.compared_nodes == []
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------- issue #17: the report's speed
+def _mixed_fleet(engine):
+    """Re-measured configurations, a Triton run, an unstable result, a node without a
+    price, a --since-worthy spread of times: what the one-pass selection must get right."""
+    models, formats = ("resnet18", "alexnet"), ("eager", "onnx", "tensorrt")
+    docs = [make_document(make_node(i), models, formats, (1, 8), (1, 2), created_at=T0 + timedelta(minutes=i),
+                          seed=i) for i in range(8)]
+    docs.append(make_document(make_node(1), ("resnet18",), ("onnx",), (1,), created_at=T0 + timedelta(hours=1),
+                              seed=50))  # newer measurement of some of node-0001's configurations
+    docs.append(make_document(make_node(2), ("resnet18",), ("onnx",), (1, 8), created_at=T0 + timedelta(hours=2),
+                              seed=51, target="triton"))
+    docs.append(make_document(make_node(3, driver_version="550.54.15"), models, formats, (1, 8), (1, 2),
+                              created_at=T0 + timedelta(days=1), seed=52))  # an upgraded node
+    docs.append(make_document(make_node(9, price_per_hour=None), ("alexnet",), ("eager", "onnx"), (1,),
+                              created_at=T0 + timedelta(hours=3), seed=53))
+    docs[4].results[0].stable = False
+    docs[5].results[3].stable = False
+    assert ingest_many(engine, docs) == len(docs)
+    return docs
+
+
+def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
+    """build_report's one pass over raw tuples gives exactly the rows of the reference
+    window-function query (LATEST_SQL), and its per-GPU summary, best configurations,
+    figure series and stack comparison equal those computed from Row objects."""
+    from sqlalchemy import text
+
+    from agent.fleet.data import (LATEST_SQL, Row, Rows, _best, _by_gpu, _compare, _derive,
+                                  build_report)
+    from agent.fleet.plots import model_series
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    _mixed_fleet(engine)
+    try:
+        for since in (None, T0 + timedelta(minutes=30)):
+            report = build_report(engine, since=since, p99_budget_ms=5.0)
+            assert isinstance(report.rows, Rows)
+            params, where = {}, ""
+            if since is not None:
+                where, params = "WHERE r.created_at >= :since AND r.effective_at >= :since", {
+                    "since": since.replace(tzinfo=None)}
+            with engine.connect() as conn:
+                ref = [Row(*t) for t in conn.execute(text(LATEST_SQL.format(where=where)), params)]
+            for r in ref:
+                r.stable = bool(r.stable)
+                if isinstance(r.created_at, str):
+                    r.created_at = datetime.fromisoformat(r.created_at)
+            _derive(ref)
+            key = lambda r: (r.model, r.gpu, r.node, r.backend, r.precision, r.batch_size, r.concurrency)  # noqa: E731
+            rows = list(report.rows)
+            assert sorted(rows, key=key) == sorted(ref, key=key) and rows == sorted(rows, key=key)
+            assert len(rows) == len(report.rows) and report.rows[0] == rows[0] and report.rows[-2:] == rows[-2:]
+            assert report.by_gpu == _by_gpu(ref)
+            assert report.best == _best(ref, 5.0)
+            assert report.series == {m: model_series(m, [r for r in ref if r.model == m]) for m in report.models}
+            assert report.unstable == sum(not r.stable for r in ref)
+            if since is None:
+                assert {r.backend for r in rows} >= {"triton-onnx", "onnx"}
+                assert report.unstable == 2
+                assert any(r.cost_per_million is None for r in rows)  # node-0009 has no price
+            if since is not None:  # node-0003's old stack ran before --since: nothing to compare
+                assert report.compared_nodes == [] and report.comparisons == []
+                continue
+            # the stack comparison (node-0003) from the same pass = the newest rows of each stack's runs
+            [node] = report.compared_nodes
+            assert node["node"] == "node-0003" and node["changed"] == "driver 535.183.01→550.54.15"
+            with engine.connect() as conn:
+                ids = dict(conn.execute(text("SELECT id, stack FROM runs WHERE node_name = 'node-0003'")).all())
+            by_stack = {s: [r for r in _latest_for(engine, [i for i, x in ids.items() if x == s])] for s in
+                        (node["before_stack"], node["after_stack"])}
+            assert report.comparisons == _compare(by_stack[node["before_stack"]], by_stack[node["after_stack"]], 5.0)
+            assert len(report.comparisons) == 2 * 3 * 2 * 2
+    finally:
+        engine.dispose()
+
+
+def _latest_for(engine, run_ids):
+    from agent.fleet.data import _latest_rows
+
+    with engine.connect() as conn:
+        return _latest_rows(conn, None, run_ids)
+
+
+def test_ingest_many_keeps_given_received_at(tmp_path):
+    from sqlalchemy import select
+
+    from agent.collector.tables import runs
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    a, b = (make_document(make_node(i), ("resnet18",), ("eager",), (1,), created_at=T0, seed=i) for i in range(2))
+    given = datetime(2025, 5, 1, 0, 5, tzinfo=UTC)
+    before = datetime.now(UTC).replace(tzinfo=None)
+    assert ingest_many(engine, [a, b], [given, None]) == 2
+    with engine.connect() as conn:
+        got = dict(conn.execute(select(runs.c.id, runs.c.received_at)).all())
+    assert got[a.id] == datetime(2025, 5, 1, 0, 5)  # naive UTC, as stored
+    assert got[b.id] >= before  # None: now
+    with pytest.raises(ValueError):
+        ingest_many(engine, [a], [])
+    engine.dispose()
+
+
+def test_report_from_a_collector_keeps_its_received_at(monkeypatch):
+    """--collector mirrors /v1/runs into SQLite with each run's received_at from the
+    collector (not the copy's time), so a document whose created_at is later than its
+    arrival cannot hide the node's later runs there either."""
+    import httpx
+
+    from agent.fleet.data import build_report
+    from agent.fleet.source import mirror_collector
+
+    models, formats = ("resnet18",), ("eager", "onnx")
+    # claims T0 + 2 days, arrived at T0 + 1 min (a node clock ahead); the real later run arrived at T0 + 1 day
+    forged = make_document(make_node(0), models, formats, (1,), created_at=T0 + timedelta(days=2), seed=2)
+    new = make_document(make_node(0), models, formats, (1,), created_at=T0 + timedelta(days=1), seed=3)
+    page = [{"id": d.id, "received_at": at, "document": d.model_dump(mode="json")}
+            for d, at in ((forged, "2025-05-01T00:01:00Z"), (new, "2025-05-02T00:00:05Z"))]
+
+    def handler(request):
+        assert request.url.path == "/v1/runs" and request.url.params["full"] == "true"
+        return httpx.Response(200, json=page if request.url.params["offset"] == "0" else [])
+
+    real = httpx.Client
+    monkeypatch.setattr(httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(handler), **kw))
+    engine = mirror_collector("http://collector.test:8080", "token")
+    try:
+        report = build_report(engine)
+        assert {r.run_id for r in report.rows} == {new.id}
+        assert [r.throughput_ips for r in report.rows] == pytest.approx([r.throughput_ips for r in new.results])
+    finally:
+        engine.dispose()

@@ -4,7 +4,7 @@ database with the same schema, so both paths share every query."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine
@@ -25,6 +25,14 @@ def open_database(url: str) -> Engine:
     engine = make_engine(url)
     require_schema(engine)
     return engine
+
+
+def _received_at(value: str | None) -> datetime | None:
+    """``/v1/runs``' received_at (ISO 8601, "Z" for UTC) as an aware datetime; None when absent."""
+    if not value:
+        return None
+    t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def mirror_collector(base_url: str, token: str, since: datetime | None = None,
@@ -60,9 +68,12 @@ def mirror_collector(base_url: str, token: str, since: datetime | None = None,
             page = resp.json()
             try:
                 docs = [ResultDocument.model_validate(r["document"]) for r in page]
-            except (ValidationError, KeyError) as e:
+                # the collector's arrival time, not the copy's: the report's "newest"
+                # never trusts a document's created_at beyond it (data.EFFECTIVE_AT)
+                received = [_received_at(r.get("received_at")) for r in page]
+            except (ValidationError, KeyError, ValueError, TypeError) as e:
                 raise AgentError(f"collector {base} sent a document this agent cannot read: {e}") from None
-            ingest_many(engine, docs)
+            ingest_many(engine, docs, received)
             offset += len(page)
             bar.update(task, completed=offset)
             if len(page) < PAGE:
