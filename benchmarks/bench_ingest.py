@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 PUSHERS = 8
 SIZES = {"small": dict(models=("resnet18", "resnet50", "mobilenet_v2"), formats=("eager", "onnx", "tensorrt"),
                        batch_sizes=(1, 8)),  # 18 results
-         "large": dict(models=None, formats=None, batch_sizes=(1, 8, 32))}  # 31 x 4 x 3 = 372 results
+         "large": dict(models="all", formats=None, batch_sizes=(1, 8, 32))}  # 31 x 4 x 3 = 372 results
 
 
 _TEMPLATES: dict[tuple[str, int], bytes] = {}
@@ -37,10 +37,12 @@ _TEMPLATES: dict[tuple[str, int], bytes] = {}
 
 def _bodies(size: str, node: int, count: int, tag: str) -> list[bytes]:
     """``count`` documents of one node, each with its own id (one template, ids substituted)."""
-    from agent.fleet.synthetic import make_document, make_node
+    from agent.fleet.synthetic import MODELS, make_document, make_node
 
     if (size, node) not in _TEMPLATES:
         kw = {k: v for k, v in SIZES[size].items() if v is not None}
+        if kw["models"] == "all":
+            kw["models"] = tuple(MODELS)
         _TEMPLATES[(size, node)] = make_document(make_node(node), doc_id="ID-PLACEHOLDER", **kw) \
             .model_dump_json().encode()
     t = _TEMPLATES[(size, node)]
