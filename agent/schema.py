@@ -253,6 +253,11 @@ class BenchSettings(Checked):
 
 
 class ResultDocument(Checked):
+    """One `agent bench` run of one node, as pushed to the collector. Beyond this schema the
+    collector checks: min <= p50 <= p90 <= p95 <= p99 <= max; no control character (NUL
+    included) in any string; created_at at most 5 minutes ahead of its clock; NaN and
+    Infinity are not numbers."""
+
     schema_version: Literal["1.0"] = RESULT_SCHEMA_VERSION
     id: DocumentId = Field(default_factory=lambda: str(uuid.uuid4()))
     created_at: datetime = Field(default_factory=utcnow)

@@ -127,3 +127,26 @@ def test_control_character_check_reads_escapes_not_backslashes():
     assert has_control_character({"a": "x\x00"}) and has_control_character({"k\x01": 1})
     assert has_control_character(["\x7f"]) and has_control_character({"a": ["\n"]})
     assert not has_control_character({"a": "C:\\new\\table \\u0000", "b": "ü ✓"})
+
+
+@pytest.mark.parametrize("document", ["result", "manifest"])
+def test_published_json_schemas_match_the_code(document):
+    """docs/schema/<document>-<version>.json is what `agent schema <document>` prints:
+    regenerate with `agent schema result > docs/schema/result-1.0.json` after a change."""
+    from pathlib import Path
+
+    from agent.commands.schema import json_schema
+
+    version = {"result": RESULT_SCHEMA_VERSION, "manifest": "1.0"}[document]
+    committed = Path(__file__).resolve().parents[1] / "docs" / "schema" / f"{document}-{version}.json"
+    assert json.loads(committed.read_text()) == json_schema(document)
+
+
+def test_a_valid_document_validates_against_the_published_schema():
+    import jsonschema
+
+    from agent.commands.schema import json_schema
+
+    jsonschema.validate(DOC, json_schema("result"))
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**DOC, "results": [{**DOC["results"][0], "batch_size": 0}]}, json_schema("result"))
