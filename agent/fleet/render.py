@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from agent import csvsafe
-from agent.fleet.data import ROW_FIELDS, Comparison, Report, Row, as_tuples
+from agent.fleet.data import ROW_FIELDS, Comparison, Report, Row, as_tuples, no_gc
 from agent.fsutil import atomic_path
 
 FORMATS = ("html", "md", "csv")
@@ -102,7 +102,7 @@ def write_report(report: Report, out: Path, formats: list[str]) -> list[Path]:
     from agent.templating import render
 
     written = []
-    with atomic_path(Path(out)) as tmp:
+    with no_gc(), atomic_path(Path(out)) as tmp:
         tmp.mkdir()
         if "csv" in formats:
             for name, table in _csv_tables(report).items():
