@@ -173,3 +173,30 @@ def changed_tasks(doc: dict, host: str) -> list[str]:
             if task.get("hosts", {}).get(host, {}).get("changed"):
                 names.append(task["task"]["name"])
     return names
+
+
+# Actions that run on the controller only (no module is sent to the node).
+LOCAL_ACTIONS = {
+    "assert", "debug", "fail", "set_fact", "include_role", "include_tasks", "include_vars",
+    "import_role", "import_tasks", "meta", "validate_argument_spec", "add_host", "group_by",
+    "set_stats", "pause",
+}
+
+
+def remote_runs(doc: dict, host: str) -> list[str]:
+    """The module runs a playbook sent to `host`, one entry per run (loop items count
+    one each), as "action: task name": what a rerun costs the node, round trip by
+    round trip. Fact gathering counts as "gather_facts"."""
+    runs = []
+    for play in doc.get("plays", []):
+        for task in play.get("tasks", []):
+            r = task.get("hosts", {}).get(host)
+            if r is None or r.get("skipped"):
+                continue
+            action = r.get("action", "") or task["task"].get("action", "")
+            if action.rsplit(".", 1)[-1] in LOCAL_ACTIONS:
+                continue
+            items = [i for i in r.get("results", []) if not i.get("skipped")] if "results" in r else [r]
+            runs += [f"{action}: {task['task']['name']}"] * len(items)
+    return runs
+

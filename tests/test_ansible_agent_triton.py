@@ -38,6 +38,7 @@ from node_support import (
     local_pip_sources,
     node_image,
     podman,
+    remote_runs,
     run_playbook,
     start_node,
 )
@@ -192,6 +193,13 @@ def test_second_converge_changes_nothing(converged: Node) -> None:
     assert converged.changed_tasks(doc) == []
     assert converged.stats(doc)["changed"] == 0
     assert TOKEN not in raw
+    # and cheaply: no apt, no pip; the agent role reads the node once (files,
+    # directories, user, packages, virtualenv + pip check + CLI) and writes nothing
+    runs = remote_runs(doc, converged.name)
+    assert not [r for r in runs if r.split(":")[0].rsplit(".", 1)[-1] in ("apt", "pip")], runs
+    agent = [r for r in runs if ": agent : " in r and "validate" not in r.lower()
+             and "Check the pip" not in r and "local pip sources" not in r]
+    assert agent == ["ansible.builtin.shell: agent : Read the agent's state on the node"], agent
 
 
 def test_agent_installed_and_configured(converged: Node) -> None:

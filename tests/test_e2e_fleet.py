@@ -54,6 +54,7 @@ from node_support import (
     local_pip_sources,
     node_image,
     podman,
+    remote_runs,
     run_playbook,
     start_node,
 )
@@ -90,6 +91,11 @@ TOKEN = "e2e-" + uuid.uuid4().hex
 UPGRADED_PIN = ("inferfleet_stack_cudnn_version", "9.6.0.74")  # 24.10 ships 9.5.0.50
 UPGRADED_PACKAGES = {"libcudnn9-cuda-12", "libcudnn9-dev-cuda-12"}
 TIMINGS: dict[str, float] = {}
+# Module runs a site.yml rerun may send to a converged node. Each is a round trip
+# (a few podman execs here, an SSH exchange on a real node): 88 before the rerun
+# was made cheap (apt 10 times, facts twice, one run per file and directory),
+# 32 after (P7 in issue #11).
+RERUN_MAX_REMOTE_RUNS = 40
 
 
 class Stage(BoundedStage):
@@ -370,6 +376,14 @@ def test_rerun_changes_nothing_and_one_pin_moves_one_package(benched: Fleet, tmp
     assert rc == 0, "site.yml (rerun) failed: " + raw[-6000:]
     for name in NODES:
         assert doc["stats"][name]["changed"] == 0, changed_tasks(doc, name)
+        # ... and costs the node little: no apt (no list refresh), no pip, facts once
+        runs = remote_runs(doc, name)
+        heavy = [r for r in runs if r.split(":")[0].rsplit(".", 1)[-1] in ("apt", "pip")]
+        assert not heavy, f"{name}: a converged node ran apt/pip: {heavy}"
+        facts = [r for r in runs if r.split(":")[0].rsplit(".", 1)[-1] in ("gather_facts", "setup")]
+        assert len(facts) == 1, f"{name}: facts gathered {len(facts)} times"
+        assert len(runs) <= RERUN_MAX_REMOTE_RUNS, \
+            f"{name}: the rerun sent {len(runs)} module runs (budget {RERUN_MAX_REMOTE_RUNS}): {runs}"
 
     node = "node-1"
     before = {n: benched.dpkg(n) for n in NODES}
