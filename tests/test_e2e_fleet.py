@@ -367,7 +367,8 @@ def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path)
         assert float(r["p99_ms"]) == pytest.approx(p99, rel=1e-5)
         assert float(r["price_per_hour"]) == PRICES[r["node"]]
     html = (tmp_path / "report" / "report.html").read_text()
-    assert all(name in html for name in NODES) and "<img" in html
+    assert all(name in html for name in NODES)
+    assert "<img" in html or "<svg" in html, "the HTML report has no figure"
 
 
 def test_rerun_changes_nothing_and_one_pin_moves_one_package(benched: Fleet, tmp_path: Path) -> None:
