@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import re
 import uuid
-from itertools import pairwise
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MANIFEST_SCHEMA_VERSION = "1.0"
 RESULT_SCHEMA_VERSION = "1.0"
@@ -52,23 +52,30 @@ NonNegative = Annotated[float, Field(ge=0)]
 
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_JSON_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|.)")  # one escape sequence of json.dumps' output
+_JSON_ESCAPE = re.compile(rb"\\(u[0-9a-fA-F]{4}|.)")  # one escape sequence of JSON text
+CONTROL_CHECKED = "control_characters_checked"  # validation context: the JSON text was already scanned
 
 
-def has_control_character(value: Any) -> bool:
-    """Fast check over the whole structure at C speed: json.dumps escapes every control
-    character except DEL, so scan its escape sequences (an escaped backslash is consumed
-    as a pair, never misread)."""
-    import json
-
-    text = json.dumps(value, ensure_ascii=False, default=str)
-    if "\x7f" in text:
+def json_text_has_control_character(text: bytes) -> bool:
+    """Whether JSON text holds a control character in a string. Strict JSON cannot hold one
+    raw (DEL excepted), only as an escape: scan the escape sequences, each backslash pair
+    consumed as a unit so that an escaped backslash is never misread."""
+    if b"\x7f" in text:
         return True
     for m in _JSON_ESCAPE.finditer(text):
         e = m.group(1)
-        if e in "btnfr" or (e[0] == "u" and int(e[1:], 16) < 32):
+        if e in (b"b", b"t", b"n", b"f", b"r") or (e[:1] == b"u" and int(e[1:], 16) < 32) \
+                or e.lower() == b"u007f":
             return True
     return False
+
+
+def has_control_character(value: Any) -> bool:
+    """Fast check over a whole structure at C speed: json.dumps escapes every control
+    character except DEL, then the escapes are scanned."""
+    import json
+
+    return json_text_has_control_character(json.dumps(value, default=str).encode())
 
 
 def _control_character(value: Any, path: str = "") -> str | None:
@@ -268,7 +275,9 @@ class ResultDocument(Checked):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_control_characters(cls, data: Any) -> Any:
+    def _no_control_characters(cls, data: Any, info: ValidationInfo) -> Any:
+        if info.context and info.context.get(CONTROL_CHECKED):
+            return data  # the collector scanned the raw JSON text (cheaper than this walk)
         if isinstance(data, dict) and has_control_character(data):
             raise ValueError(f"control character (e.g. NUL) in {_control_character(data) or 'the document'}")
         return data
