@@ -6,3 +6,7 @@ idempotently (by document id) into SQLite or PostgreSQL and answers queries.
 - ``ingest``  — one document -> rows, exactly once
 - ``app``     — the FastAPI application factory (auth, limits, queries)
 """
+
+# The optional read-only token's environment variable (the server reads it; `agent fleet
+# report --collector` sends it). Here, not in a command module, so both can import it cheaply.
+READ_TOKEN_ENV = "INFERFLEET_COLLECTOR_READ_TOKEN"

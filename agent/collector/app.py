@@ -107,6 +107,7 @@ def parse_document(body: bytes) -> ResultDocument:
 
 
 WORKER_SETTINGS_ENV = "_INFERFLEET_COLLECTOR_WORKER"  # serve -> its uvicorn worker processes
+WORKER_DB_ENV = "_INFERFLEET_COLLECTOR_DB"  # the database URL (password included) for the workers
 
 
 def app_from_env() -> FastAPI:
@@ -120,7 +121,7 @@ def app_from_env() -> FastAPI:
 
     s = json.loads(os.environ[WORKER_SETTINGS_ENV])
     read = os.environ.get(s["read_token_env"], "").strip() or None
-    return create_app(make_engine(os.environ[s["db_env"]]), os.environ[s["token_env"]].strip(),
+    return create_app(make_engine(os.environ[WORKER_DB_ENV]), os.environ[s["token_env"]].strip(),
                       max_body_bytes=s["max_body"], read_token=read)
 
 

@@ -6,12 +6,12 @@ from typing import Annotated
 
 import typer
 
+from agent.collector import READ_TOKEN_ENV
 from agent.errors import AgentError
 
 app = typer.Typer(no_args_is_help=True, help="The fleet collector service (controller side).")
 
 DEFAULT_PORT = 8080  # one default: Makefile COLLECTOR_URL, Terraform collector_port, fleet.env.example
-READ_TOKEN_ENV = "INFERFLEET_COLLECTOR_READ_TOKEN"
 DB_PASSWORD_ENV = "INFERFLEET_DB_PASSWORD"
 
 
@@ -71,13 +71,12 @@ def serve(
     else:  # worker processes build their own app (and engine) from inherited settings
         import json
 
-        from agent.collector.app import WORKER_SETTINGS_ENV
+        from agent.collector.app import WORKER_DB_ENV, WORKER_SETTINGS_ENV
 
         engine.dispose()
-        os.environ["_INFERFLEET_COLLECTOR_DB"] = url
+        os.environ[WORKER_DB_ENV] = url
         os.environ[WORKER_SETTINGS_ENV] = json.dumps({
-            "db_env": "_INFERFLEET_COLLECTOR_DB", "token_env": env, "read_token_env": read_token_env,
-            "max_body": max_body})
+            "token_env": env, "read_token_env": read_token_env, "max_body": max_body})
         target, extra = "agent.collector.app:app_from_env", {"factory": True, "workers": workers}
     try:
         uvicorn.run(target, host=host, port=port, log_level=log_level, access_log=True,

@@ -30,20 +30,6 @@ def parse_since(value: str | None) -> datetime | None:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def read_token(token_env: str | None) -> str:
-    """The token for the collector's read API, from the environment (never an argument)."""
-    import os
-
-    from agent.commands.collector import READ_TOKEN_ENV
-    from agent.config import load_config
-
-    names = [token_env] if token_env else [READ_TOKEN_ENV, load_config().collector_token_env]
-    for name in names:
-        if os.environ.get(name, "").strip():
-            return os.environ[name].strip()
-    raise AgentError(f"no collector token for reading: set {' or '.join(names)}")
-
-
 @app.command("report")
 def report(
     db: Annotated[str | None, typer.Option(help="Collector database URL (default: STATE_DIR/collector.db).")] = None,
@@ -82,7 +68,7 @@ def report(
 
     from agent.fleet.data import build_report
     from agent.fleet.render import write_report
-    from agent.fleet.source import mirror_collector, open_database
+    from agent.fleet.source import mirror_collector, open_database, read_token
 
     t0 = time.perf_counter()
     if collector:

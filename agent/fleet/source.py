@@ -35,6 +35,20 @@ def _received_at(value: str | None) -> datetime | None:
     return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
+def read_token(token_env: str | None) -> str:
+    """The token for the collector's read API, from the environment (never an argument)."""
+    import os
+
+    from agent.collector import READ_TOKEN_ENV
+    from agent.config import load_config
+
+    names = [token_env] if token_env else [READ_TOKEN_ENV, load_config().collector_token_env]
+    for name in names:
+        if os.environ.get(name, "").strip():
+            return os.environ[name].strip()
+    raise AgentError(f"no collector token for reading: set {' or '.join(names)}")
+
+
 def mirror_collector(base_url: str, token: str, since: datetime | None = None,
                      timeout: float = 30.0) -> Engine:
     import httpx
