@@ -4,7 +4,15 @@ One place for each: the engine manifest (``manifest.json`` in a build
 directory) and the benchmark result document (``agent bench --json``, pushed
 to the collector). Both forbid unknown fields so that a typo or a document
 from another version is refused, not half-read. Bump ``*_SCHEMA_VERSION`` on
-any incompatible change."""
+any change; a minor bump only adds optional fields, so the collector still
+accepts every document of the same major version (``RESULT_SCHEMA_VERSIONS``)
+and refuses others with the versions it takes.
+
+Result versions:
+- 1.0: concurrency sweeps (in-process and served);
+- 1.1: adds ``cv_pct`` (stability of the windows used), the interleaved speedup's
+  confidence interval (``speedup_ci_low/high``, ``speedup_pairs``) and ``scenario``
+  (an MLPerf LoadGen run: verdict, metric, settings, log directory)."""
 
 from __future__ import annotations
 
@@ -17,12 +25,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MANIFEST_SCHEMA_VERSION = "1.0"
-RESULT_SCHEMA_VERSION = "1.0"
+RESULT_SCHEMA_VERSION = "1.1"
+RESULT_SCHEMA_VERSIONS = ("1.0", "1.1")  # what the collector accepts
 
 Format = Literal["eager", "torchscript", "onnx", "tensorrt"]
 EngineFormat = Literal["torchscript", "onnx", "tensorrt"]
 Precision = Literal["fp32", "fp16"]
 Target = Literal["inprocess", "triton"]
+Scenario = Literal["single-stream", "multi-stream", "offline", "server"]
 
 
 def utcnow() -> datetime:
@@ -230,6 +240,33 @@ class ServerBreakdown(Checked):
     request_count: Count
 
 
+class ScenarioResult(Checked):
+    """One MLPerf Inference scenario run by the official LoadGen (``mlcommons-loadgen``).
+
+    ``metric`` is the scenario's MLPerf metric: ``samples_per_second`` (offline),
+    ``scheduled_qps`` (server: the highest target QPS LoadGen called VALID at the
+    latency bound), ``p90_latency_ms`` (single-stream) or ``p99_latency_ms``
+    (multi-stream, per query of ``samples_per_query`` samples). INVALID runs keep
+    LoadGen's reasons and are never ranked."""
+
+    name: Scenario
+    valid: bool
+    invalid_reasons: Annotated[list[Text], Field(max_length=32)] = []
+    metric: Literal["samples_per_second", "scheduled_qps", "p90_latency_ms", "p99_latency_ms"]
+    metric_value: NonNegative
+    samples_per_query: Positive = 1
+    target_qps: NonNegative | None = None  # server: the QPS LoadGen scheduled; offline: expected QPS
+    target_latency_ms: NonNegative | None = None  # server: the latency bound at latency_percentile
+    latency_percentile: Annotated[float, Field(gt=0, le=100)] | None = None
+    min_duration_ms: Count
+    min_query_count: Count
+    queries: Count  # queries LoadGen issued in the performance run
+    samples: Count  # samples completed
+    qps_tried: Annotated[list[NonNegative], Field(max_length=64)] = []  # server search, in order
+    log_dir: Text | None = None  # mlperf_log_summary.txt / mlperf_log_detail.txt on the node
+    loadgen_version: Short | None = None
+
+
 class BenchResult(Checked):
     model: Name
     format: Format
@@ -244,10 +281,18 @@ class BenchResult(Checked):
     requests: Count
     windows: Count
     stable: bool
+    cv_pct: NonNegative | None = None  # 1.1: coefficient of variation of the used windows' throughput, %
     speedup_vs_eager: NonNegative | None = None
+    speedup_ci_low: NonNegative | None = None  # 1.1: 95 % confidence interval of speedup_vs_eager
+    speedup_ci_high: NonNegative | None = None  # (interleaved engine/eager windows, paired)
+    speedup_pairs: Count | None = None  # 1.1: interleaved window pairs behind the interval
     peak_host_mem_mb: NonNegative | None = None
     peak_gpu_mem_mb: NonNegative | None = None
     server: ServerBreakdown | None = None
+    scenario: ScenarioResult | None = None  # 1.1: set when this result is an MLPerf LoadGen scenario
+
+
+V11_RESULT_FIELDS = ("cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario")
 
 
 class BenchSettings(Checked):
@@ -265,7 +310,7 @@ class ResultDocument(Checked):
     included) in any string; created_at at most 5 minutes ahead of its clock; NaN and
     Infinity are not numbers."""
 
-    schema_version: Literal["1.0"] = RESULT_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1"] = RESULT_SCHEMA_VERSION
     id: DocumentId = Field(default_factory=lambda: str(uuid.uuid4()))
     created_at: datetime = Field(default_factory=utcnow)
     target: Target
@@ -281,6 +326,15 @@ class ResultDocument(Checked):
         if isinstance(data, dict) and has_control_character(data):
             raise ValueError(f"control character (e.g. NUL) in {_control_character(data) or 'the document'}")
         return data
+
+    @model_validator(mode="after")
+    def _fields_of_its_version(self) -> ResultDocument:
+        if self.schema_version == "1.0":
+            for i, r in enumerate(self.results):
+                for f in V11_RESULT_FIELDS:
+                    if getattr(r, f) is not None:
+                        raise ValueError(f"results.{i}.{f} needs schema_version 1.1 (the document says 1.0)")
+        return self
 
     @field_validator("created_at")
     @classmethod

@@ -59,7 +59,7 @@ def test_malformed_bodies_are_refused(collector, body, status, message):
 def test_schema_version_unknown_fields_and_invalid_values(collector):
     good = json.loads(doc_json())
     cases = [
-        ({**good, "schema_version": "2.0"}, "unsupported schema_version '2.0': this collector accepts 1.0"),
+        ({**good, "schema_version": "2.0"}, "unsupported schema_version '2.0': this collector accepts 1.0, 1.1"),
         ({**good, "surprise": 1}, "unknown field 'surprise'"),
         ({**good, "results": [{**good["results"][0], "bogus": True}]}, "unknown field 'results.0.bogus'"),
         ({**good, "node": {**good["node"], "price_per_hour": "cheap"}}, "node.price_per_hour"),
@@ -181,7 +181,7 @@ def test_migrations_create_schema_and_sqlite_uses_wal(db_url):
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)  # idempotent
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     assert {"nodes", "runs", "results", "alembic_version"} <= set(inspect(engine).get_table_names())
     if db_url.startswith("sqlite"):
         with engine.connect() as conn:
@@ -190,6 +190,52 @@ def test_migrations_create_schema_and_sqlite_uses_wal(db_url):
 
 
 @pytest.mark.postgres
+def test_a_1_0_database_upgrades_to_1_1_and_keeps_its_results(db_url):
+    """Migration 0002 (result schema 1.1) on a database that already holds 1.0 documents:
+    the old rows stay (scenario NULL = a concurrency sweep) and a 1.1 scenario result
+    lands beside them with its verdict."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from agent.collector.db import alembic_config, current_revision, make_engine, migrate
+    from agent.collector.ingest import _upsert_node, ingest, result_rows, run_row, to_utc_naive
+    from agent.collector.tables import results as results_table
+    from agent.schema import ResultDocument, ScenarioResult
+
+    engine = make_engine(db_url)
+    command.upgrade(alembic_config(engine), "0001")
+    doc0 = ResultDocument.model_validate({**json.loads(doc_json(1)), "schema_version": "1.0"})
+    v11_columns = ("scenario", "scenario_valid", "scenario_metric", "cv_pct")  # not in a 0001 database
+    rows = [{k: v for k, v in r.items() if k not in v11_columns} for r in result_rows(doc0)]
+    with engine.begin() as conn:
+        _upsert_node(conn, doc0, to_utc_naive(doc0.created_at))
+        conn.execute(text("INSERT INTO runs (id, node_name, created_at, received_at, target, hostname, stack, "
+                          "result_count, document) VALUES (:id, :node_name, :created_at, :received_at, :target, "
+                          ":hostname, :stack, :result_count, :document)"),
+                     {k: v for k, v in run_row(doc0, to_utc_naive(doc0.created_at)).items()
+                      if k in ("id", "node_name", "created_at", "received_at", "target", "hostname", "stack",
+                               "result_count", "document")})
+        for row in rows:
+            cols = ", ".join(row)
+            conn.execute(text(f"INSERT INTO results ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row)
+    migrate(engine)
+    assert current_revision(engine) == "0002"
+    new = ResultDocument.model_validate_json(doc_json(2))
+    new.results[0].scenario = ScenarioResult(
+        name="server", valid=False, invalid_reasons=["99th percentile latency above the target"],
+        metric="scheduled_qps", metric_value=40.0, target_qps=40.0, target_latency_ms=15.0,
+        latency_percentile=99, min_duration_ms=1000, min_query_count=100, queries=120, samples=120)
+    assert ingest(engine, new)
+    with engine.connect() as conn:
+        got = conn.execute(results_table.select().order_by(results_table.c.id)).mappings().all()
+    assert len(got) == len(rows) + len(new.results)
+    assert all(r["scenario"] is None and r["cv_pct"] is None for r in got[:len(rows)])
+    scen = [r for r in got if r["scenario"] is not None]
+    assert [(r["scenario"], bool(r["scenario_valid"]), r["scenario_metric"]) for r in scen] == [
+        ("server", False, 40.0)]
+    engine.dispose()
+
+
 def test_several_workers_store_each_document_exactly_once(postgres_server, tmp_path):
     """`--workers 2` on PostgreSQL: the same documents raced from 8 threads through two
     worker processes are stored once each (ON CONFLICT DO NOTHING, no SELECT first)."""

@@ -31,18 +31,37 @@ RESULT_FIELDS = {
     "protocol", "latency_ms", "throughput_ips", "requests", "windows", "stable",
     "speedup_vs_eager", "peak_host_mem_mb", "peak_gpu_mem_mb", "server",
 }
+V11_FIELDS = {"cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario"}
+SCENARIO = {"name": "offline", "valid": False, "invalid_reasons": ["min duration not met"],
+            "metric": "samples_per_second", "metric_value": 120.5, "target_qps": 100.0,
+            "min_duration_ms": 1000, "min_query_count": 1, "queries": 1, "samples": 240}
 
 
-def test_result_document_v1_fields_are_stable():
-    assert RESULT_SCHEMA_VERSION == "1.0"
-    assert set(BenchResult.model_fields) == RESULT_FIELDS
+def test_result_document_fields_are_stable():
+    assert RESULT_SCHEMA_VERSION == "1.1"
+    assert set(BenchResult.model_fields) == RESULT_FIELDS | V11_FIELDS
     assert set(ResultDocument.model_fields) == {"schema_version", "id", "created_at", "target",
                                                 "node", "settings", "results"}
     schema = ResultDocument.model_json_schema()
-    assert schema["properties"]["schema_version"]["const"] == "1.0"
+    assert schema["properties"]["schema_version"]["enum"] == ["1.0", "1.1"]
     doc = ResultDocument.model_validate(DOC)
     assert doc.results[0].precision == "fp32" and doc.results[0].concurrency == 1
     assert ResultDocument.model_validate_json(doc.model_dump_json()) == doc
+
+
+def test_a_1_0_document_is_still_accepted_and_1_1_fields_need_1_1():
+    """Version 1.1 only adds optional fields: a 1.0 document validates unchanged; a 1.0
+    document carrying a 1.1 field is refused with a message naming the field."""
+    assert ResultDocument.model_validate(DOC).schema_version == "1.0"
+    r11 = {**DOC["results"][0], "cv_pct": 2.5, "speedup_ci_low": 1.8, "speedup_ci_high": 2.2,
+           "speedup_pairs": 4, "scenario": SCENARIO}
+    doc = ResultDocument.model_validate({**DOC, "schema_version": "1.1", "results": [r11]})
+    assert doc.results[0].scenario.name == "offline" and not doc.results[0].scenario.valid
+    with pytest.raises(ValidationError, match="results.0.scenario needs schema_version 1.1"):
+        ResultDocument.model_validate({**DOC, "results": [{**DOC["results"][0], "scenario": SCENARIO}]})
+    with pytest.raises(ValidationError):
+        ResultDocument.model_validate({**DOC, "schema_version": "1.1",
+                                       "results": [{**r11, "scenario": {**SCENARIO, "name": "burst"}}]})
 
 
 @pytest.mark.parametrize("change", [
@@ -132,7 +151,7 @@ def test_control_character_check_reads_escapes_not_backslashes():
 @pytest.mark.parametrize("document", ["result", "manifest"])
 def test_published_json_schemas_match_the_code(document):
     """docs/schema/<document>-<version>.json is what `agent schema <document>` prints:
-    regenerate with `agent schema result > docs/schema/result-1.0.json` after a change."""
+    regenerate with `agent schema result > docs/schema/result-<version>.json` after a change."""
     from pathlib import Path
 
     from agent.commands.schema import json_schema

@@ -31,7 +31,7 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from agent import __version__
 from agent.collector.ingest import ingest, to_utc_naive
 from agent.collector.tables import nodes, results, runs
-from agent.schema import (CONTROL_CHECKED, RESULT_SCHEMA_VERSION, ResultDocument,
+from agent.schema import (CONTROL_CHECKED, RESULT_SCHEMA_VERSIONS, ResultDocument,
                           json_text_has_control_character)
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
@@ -49,7 +49,8 @@ def validation_message(e: ValidationError) -> str:
     first = e.errors()[0]
     where = ".".join(str(x) for x in first["loc"]) or "document"
     if first["type"] == "extra_forbidden":
-        return f"unknown field {where!r} (schema_version {RESULT_SCHEMA_VERSION} forbids unknown fields)"
+        return (f"unknown field {where!r} (result schema versions {', '.join(RESULT_SCHEMA_VERSIONS)} "
+                "forbid unknown fields)")
     more = f" (and {e.error_count() - 1} more errors)" if e.error_count() > 1 else ""
     return f"invalid result document: {where}: {first['msg']}{more}"
 
@@ -93,11 +94,11 @@ def parse_document(body: bytes) -> ResultDocument:
     if not isinstance(data, dict):
         raise HTTPException(422, "a result document must be a JSON object")
     version = data.get("schema_version")
+    accepted = ", ".join(RESULT_SCHEMA_VERSIONS)
     if version is None:
-        raise HTTPException(422, f"missing schema_version (this collector accepts {RESULT_SCHEMA_VERSION})")
-    if version != RESULT_SCHEMA_VERSION:
-        raise HTTPException(
-            422, f"unsupported schema_version {version!r}: this collector accepts {RESULT_SCHEMA_VERSION}")
+        raise HTTPException(422, f"missing schema_version (this collector accepts {accepted})")
+    if version not in RESULT_SCHEMA_VERSIONS:
+        raise HTTPException(422, f"unsupported schema_version {version!r}: this collector accepts {accepted}")
     # the raw text is scanned for control characters once (the model would walk the parsed tree)
     context = None if json_text_has_control_character(body) else {CONTROL_CHECKED: True}
     try:

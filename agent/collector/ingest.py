@@ -98,6 +98,10 @@ def result_rows(doc: ResultDocument) -> list[dict]:
             "throughput_ips": r.throughput_ips, "p50_ms": r.latency_ms.p50,
             "p90_ms": r.latency_ms.p90, "p95_ms": r.latency_ms.p95, "p99_ms": r.latency_ms.p99,
             "mean_ms": r.latency_ms.mean, "stable": r.stable,
+            "scenario": r.scenario.name if r.scenario else None,
+            "scenario_valid": r.scenario.valid if r.scenario else None,
+            "scenario_metric": r.scenario.metric_value if r.scenario else None,
+            "cv_pct": r.cv_pct,
         }
         for r in doc.results
     ]

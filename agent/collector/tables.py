@@ -74,6 +74,11 @@ results = Table(
     Column("p99_ms", Float, nullable=False),
     Column("mean_ms", Float, nullable=False),
     Column("stable", Boolean, nullable=False),
+    # schema 1.1 (migration 0002): NULL scenario = a concurrency sweep
+    Column("scenario", String(16)),  # single-stream | multi-stream | offline | server
+    Column("scenario_valid", Boolean),  # LoadGen's verdict; INVALID results are never ranked
+    Column("scenario_metric", Float),  # the scenario's MLPerf metric (see ScenarioResult.metric)
+    Column("cv_pct", Float),  # coefficient of variation of the used windows' throughput, %
     Index("ix_results_run", "run_id"),
     Index("ix_results_model_format", "model", "format"),
     Index("ix_results_created", "created_at"),

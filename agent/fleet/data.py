@@ -167,7 +167,7 @@ WITH latest AS (
                            ELSE res.format END AS backend,
                CASE WHEN res.created_at > ru0.received_at THEN ru0.received_at
                     ELSE res.created_at END AS effective_at
-        FROM results res JOIN runs ru0 ON ru0.id = res.run_id) r {where}
+        FROM results res JOIN runs ru0 ON ru0.id = res.run_id WHERE res.scenario IS NULL) r {where}
 )
 SELECT l.node_name, COALESCE(ru.gpu_name, 'cpu'), COALESCE(ru.instance_type, ''), ru.price_per_hour,
        l.model, l.backend, l.precision, l.batch_size, l.concurrency, l.throughput_ips, l.p50_ms,
@@ -242,14 +242,14 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
     """One pass over the results: the newest of every configuration (and, for the
     nodes in ``pairs``, the newest per configuration among the before-stack runs and
     among the after-stack runs). Values are (effective time, result id, raw row, run)."""
-    conds, params = [], {}
+    conds, params = ["scenario IS NULL"], {}  # concurrency sweeps; MLPerf scenarios have their own table
     if since is not None:
         conds.append("created_at >= :since")  # ix_results_created; the run's received_at is checked via ``runs``
         params["since"] = since
     if run_ids is not None:
         conds.append("run_id IN :run_ids")
         params["run_ids"] = list(run_ids)
-    sql = RESULTS_SQL.format(where=(" WHERE " + " AND ".join(conds)) if conds else "")
+    sql = RESULTS_SQL.format(where=" WHERE " + " AND ".join(conds))
     newest: dict[tuple, tuple] = {}
     sides: dict[tuple, tuple] = {}
     get, sget = newest.get, sides.get
