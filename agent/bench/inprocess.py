@@ -198,7 +198,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                     results.append(BenchResult(
                         model=model, format=fmt, precision=opts.precision, device=runner.device,
                         batch_size=b, latency_ms=m.latency_ms, throughput_ips=m.throughput_ips,
-                        requests=m.requests, windows=m.windows, stable=m.stable,
+                        requests=m.requests, windows=m.windows, stable=m.stable, cv_pct=m.cv_pct,
                         peak_host_mem_mb=round(mem.peak_mb, 1),
                         peak_gpu_mem_mb=round(gpu_mb, 1) if gpu_mb is not None else None,
                     ))

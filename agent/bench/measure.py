@@ -35,6 +35,7 @@ class Measurement:
     requests: int
     windows: int
     stable: bool
+    cv_pct: float  # coefficient of variation of the used windows' throughputs, percent
 
 
 def latency_stats(latencies_s: list[float]) -> LatencyStats:
@@ -44,6 +45,15 @@ def latency_stats(latencies_s: list[float]) -> LatencyStats:
         p50=float(p50), p90=float(p90), p95=float(p95), p99=float(p99),
         mean=float(ms.mean()), min=float(ms.min()), max=float(ms.max()), std=float(ms.std()),
     )
+
+
+def coefficient_of_variation(values: list[float]) -> float:
+    """Sample standard deviation / mean, in percent (0 for fewer than two values)."""
+    if len(values) < 2:
+        return 0.0
+    a = np.asarray(values, dtype=np.float64)
+    mean = float(a.mean())
+    return round(float(a.std(ddof=1)) / mean * 100, 2) if mean > 0 else 0.0
 
 
 def _within(values: list[float], pct: float) -> bool:
@@ -75,6 +85,7 @@ def measure_until_stable(
     lat = [x for w in used for x in w.latencies_s]
     elapsed = sum(w.elapsed_s for w in used)
     return Measurement(
+        cv_pct=coefficient_of_variation([w.requests / w.elapsed_s for w in used]),
         latency_ms=latency_stats(lat),
         throughput_ips=len(lat) * batch_size / elapsed,
         requests=len(lat),

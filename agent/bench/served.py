@@ -312,7 +312,7 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                     model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
                     batch_size=batch, concurrency=conc, triton_model=rec.name, protocol=opts.protocol,
                     latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
-                    windows=m.windows, stable=m.stable, server=breakdown(before, after),
+                    windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=breakdown(before, after),
                 ))
                 bar.advance(task)
     finally:
