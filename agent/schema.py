@@ -11,8 +11,10 @@ and refuses others with the versions it takes.
 Result versions:
 - 1.0: concurrency sweeps (in-process and served);
 - 1.1: adds ``cv_pct`` (stability of the windows used), the interleaved speedup's
-  confidence interval (``speedup_ci_low/high``, ``speedup_pairs``) and ``scenario``
-  (an MLPerf LoadGen run: verdict, metric, settings, log directory)."""
+  confidence interval (``speedup_ci_low/high``, ``speedup_pairs``), ``scenario``
+  (an MLPerf LoadGen run: verdict, metric, settings, log directory),
+  ``server_metrics`` (Triton's Prometheus counters and gauges per window) and
+  ``telemetry`` (NVML / psutil samples during the windows)."""
 
 from __future__ import annotations
 
@@ -240,6 +242,46 @@ class ServerBreakdown(Checked):
     request_count: Count
 
 
+class ServerMetrics(Checked):
+    """Triton's Prometheus endpoint over the measurement windows: counter deltas per
+    request (``nv_inference_*``) and the mean of its gauges scraped during them
+    (``nv_gpu_*`` on GPU servers, ``nv_cpu_*`` with ``--allow-cpu-metrics``)."""
+
+    request_success: Count  # must equal the requests the client completed in the windows
+    request_failure: Count
+    inference_count: Count  # samples (a batch-8 request counts 8)
+    exec_count: Count  # model executions (after dynamic batching)
+    request_us: NonNegative  # per request, end to end inside the server
+    queue_us: NonNegative
+    compute_input_us: NonNegative
+    compute_infer_us: NonNegative
+    compute_output_us: NonNegative
+    gpu_utilization_pct: NonNegative | None = None
+    gpu_memory_used_mb: NonNegative | None = None
+    gpu_power_w: NonNegative | None = None
+    cpu_utilization_pct: NonNegative | None = None  # the server machine's CPUs, 100 = all busy
+    cpu_memory_used_mb: NonNegative | None = None
+    scrapes: Count = 0  # gauge samples averaged
+
+
+class DeviceTelemetry(Checked):
+    """Sampled on the node during the measurement windows: NVML (``nvidia-ml-py``) for
+    the GPU the engine ran on, psutil for the measuring process on a CPU node (its own
+    CPU time: 100 % = one core busy) — means, except memory and temperature (peaks)."""
+
+    source: Literal["nvml", "psutil"]
+    samples: Count
+    interval_ms: NonNegative
+    gpu_utilization_pct: NonNegative | None = None
+    gpu_memory_used_mb: NonNegative | None = None
+    gpu_power_w: NonNegative | None = None
+    gpu_power_max_w: NonNegative | None = None
+    sm_clock_mhz: NonNegative | None = None
+    gpu_temperature_c: NonNegative | None = None
+    cpu_utilization_pct: NonNegative | None = None
+    rss_mb: NonNegative | None = None
+
+
 class ScenarioResult(Checked):
     """One MLPerf Inference scenario run by the official LoadGen (``mlcommons-loadgen``).
 
@@ -290,9 +332,12 @@ class BenchResult(Checked):
     peak_gpu_mem_mb: NonNegative | None = None
     server: ServerBreakdown | None = None
     scenario: ScenarioResult | None = None  # 1.1: set when this result is an MLPerf LoadGen scenario
+    server_metrics: ServerMetrics | None = None  # 1.1: Triton's Prometheus metrics (served results)
+    telemetry: DeviceTelemetry | None = None  # 1.1: NVML / psutil during the windows
 
 
-V11_RESULT_FIELDS = ("cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario")
+V11_RESULT_FIELDS = ("cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario",
+                     "server_metrics", "telemetry")
 
 
 class BenchSettings(Checked):

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, bindparam, case, func, insert, select
 
 from agent.collector.tables import STACK_FIELDS, nodes, results, runs
-from agent.schema import NodeFacts, ResultDocument
+from agent.schema import BenchResult, NodeFacts, ResultDocument
 
 
 def to_utc_naive(t: datetime) -> datetime:
@@ -102,9 +102,28 @@ def result_rows(doc: ResultDocument) -> list[dict]:
             "scenario_valid": r.scenario.valid if r.scenario else None,
             "scenario_metric": r.scenario.metric_value if r.scenario else None,
             "cv_pct": r.cv_pct,
+            **telemetry_columns(r),
         }
         for r in doc.results
     ]
+
+
+def telemetry_columns(r: BenchResult) -> dict:
+    """queue/compute per request (Triton's metrics, else its statistics API), power and
+    utilisation (the node's own samples, else what Triton reported)."""
+    sm, sb, t = r.server_metrics, r.server, r.telemetry
+    split = sm or sb
+    power = (t.gpu_power_w if t else None) or (sm.gpu_power_w if sm else None)
+    util = None
+    if t is not None:
+        util = t.gpu_utilization_pct if t.source == "nvml" else t.cpu_utilization_pct
+    if util is None and sm is not None:
+        util = sm.gpu_utilization_pct
+    return {
+        "queue_us": split.queue_us if split else None,
+        "compute_us": split.compute_input_us + split.compute_infer_us + split.compute_output_us if split else None,
+        "power_w": power, "utilization_pct": util,
+    }
 
 
 class _Duplicate(Exception):

@@ -79,6 +79,10 @@ results = Table(
     Column("scenario_valid", Boolean),  # LoadGen's verdict; INVALID results are never ranked
     Column("scenario_metric", Float),  # the scenario's MLPerf metric (see ScenarioResult.metric)
     Column("cv_pct", Float),  # coefficient of variation of the used windows' throughput, %
+    Column("queue_us", Float),  # served: per-request queue time in Triton
+    Column("compute_us", Float),  # served: per-request compute (input + infer + output) in Triton
+    Column("power_w", Float),  # mean GPU power during the windows (NVML, else Triton's nv_gpu_power_usage)
+    Column("utilization_pct", Float),  # mean GPU utilisation (CPU node: the measuring process's CPU)
     Index("ix_results_run", "run_id"),
     Index("ix_results_model_format", "model", "format"),
     Index("ix_results_created", "created_at"),

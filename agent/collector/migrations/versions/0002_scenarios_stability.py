@@ -1,4 +1,4 @@
-"""result schema 1.1: MLPerf scenario verdicts and window stability per result
+"""result schema 1.1: MLPerf scenario verdicts, window stability and telemetry per result
 
 Revision ID: 0002
 Revises: 0001
@@ -22,9 +22,14 @@ def upgrade() -> None:
         batch.add_column(sa.Column("scenario_valid", sa.Boolean))
         batch.add_column(sa.Column("scenario_metric", sa.Float))
         batch.add_column(sa.Column("cv_pct", sa.Float))
+        batch.add_column(sa.Column("queue_us", sa.Float))
+        batch.add_column(sa.Column("compute_us", sa.Float))
+        batch.add_column(sa.Column("power_w", sa.Float))
+        batch.add_column(sa.Column("utilization_pct", sa.Float))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("results") as batch:
-        for name in ("cv_pct", "scenario_metric", "scenario_valid", "scenario"):
+        for name in ("utilization_pct", "power_w", "compute_us", "queue_us", "cv_pct", "scenario_metric",
+                     "scenario_valid", "scenario"):
             batch.drop_column(name)
