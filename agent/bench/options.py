@@ -21,3 +21,4 @@ class BenchOptions:
     url: str = "127.0.0.1:8000"
     protocol: str = "http"
     concurrency: list[int] = field(default_factory=lambda: [1])
+    rounds: int | None = None  # in-process: exact interleaved rounds (None: until stable, <= max_windows)
