@@ -33,6 +33,7 @@ def bench(
     push: Annotated[bool, typer.Option("--push", help="Push the result to the collector after the run.")] = False,
     collector: Annotated[str | None, typer.Option(help="Collector URL (default: agent config).")] = None,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="In-process: exactly this many interleaved rounds (one window per format each); default: until stable, at most --max-windows.")] = None,
 ) -> None:
     """Measure latency percentiles and throughput; print a table, write JSON, spool for the collector."""
     from agent.bench.options import BenchOptions
@@ -65,6 +66,7 @@ def bench(
         url=url,
         protocol=protocol,
         concurrency=parse_ints(concurrency, "--concurrency") or [1],
+        rounds=rounds,
     )
     for out in (json_out, csv_out):
         if out is not None and out.parent and not out.parent.exists():
