@@ -21,7 +21,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
-.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet bench-tool bench-ingest \
+.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet test-gpu bench-tool bench-ingest \
         molecule node-image e2e lint provision configure bench collector collect report destroy checkov clean
 
 help: ## list the targets
@@ -117,6 +117,9 @@ node-image: system-deps ## build (cached) the Podman image that plays a node: lo
 
 molecule: venv system-deps ## GPU-stack roles: ansible-lint, syntax, preflight failures, Molecule default + upgrade (podman)
 	$(PY) -m pytest tests/test_ansible_roles.py
+
+test-gpu: venv ## tests that need an NVIDIA GPU (marker gpu): NVML telemetry; each skips with the reason where there is none
+	$(PY) -m pytest -m gpu tests -rs
 
 e2e: venv system-deps ## the whole fleet in Podman containers: provision-shaped inventory -> site -> bench -> report
 	$(PY) -m pytest -m e2e tests/test_e2e_fleet.py

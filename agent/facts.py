@@ -50,8 +50,15 @@ def _os_name() -> str | None:
 
 
 @functools.cache
+def gpu_facts() -> dict[str, str] | None:
+    """First GPU's name, driver, compute capability and the GPU count, or None without a
+    GPU: from NVML where it loads, else from ``nvidia-smi``'s CSV output."""
+    from agent.telemetry import nvml
+
+    return nvml.facts() or nvidia_smi()
+
+
 def nvidia_smi() -> dict[str, str] | None:
-    """First GPU's name, driver and compute capability, or None without a GPU."""
     exe = shutil.which("nvidia-smi")
     if not exe:
         return None
@@ -81,7 +88,7 @@ def cuda_versions() -> tuple[str | None, str | None]:
 
 
 def tool_versions(probe_cuda: bool = True) -> ToolVersions:
-    gpu = nvidia_smi()
+    gpu = gpu_facts()
     cuda, cudnn = cuda_versions() if (probe_cuda and gpu) else (None, None)
     return ToolVersions(
         torch=pkg_version("torch"),
@@ -113,7 +120,7 @@ def stack_versions(path: Path) -> dict[str, str]:
 
 
 def node_facts(config: AgentConfig) -> NodeFacts:
-    gpu = nvidia_smi()
+    gpu = gpu_facts()
     tools = tool_versions()
     stack = stack_versions(config.stack_file)
     return NodeFacts(

@@ -64,9 +64,9 @@ def write_repo_for_build(engines: Path, repo_dir: Path | None, backend: str = "a
     from agent.ui import console
 
     if backend == "auto":
-        from agent.facts import nvidia_smi  # not torch: a no-op build must not pay its import
+        from agent.facts import gpu_facts  # not torch: a no-op build must not pay its import
 
-        backend = "native" if nvidia_smi() else "python"
+        backend = "native" if gpu_facts() else "python"
     if not (Path(engines) / "manifest.json").is_file():
         return  # nothing was built
     report = write_repository(engines, repo_dir or default_repo(engines), RepoOptions(backend=backend))

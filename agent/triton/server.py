@@ -96,6 +96,7 @@ def triton_flags(s: ServerSettings, repo: str, bind: str | None) -> list[str]:
         f"--grpc-port={s.grpc_port}",
         f"--metrics-port={s.metrics_port}",
         "--allow-metrics=true",
+        "--allow-cpu-metrics=true",  # nv_cpu_utilization / nv_cpu_memory_used_bytes beside nv_gpu_*
         "--exit-timeout-secs=5",
         f"--log-verbose={s.log_verbose}",
     ]

@@ -1,0 +1,149 @@
+"""Triton's Prometheus endpoint (``/metrics`` on the metrics port) during a measurement.
+
+The text is parsed with ``prometheus_client``'s parser. A
+:class:`ServerMetricsRecorder` belongs to one served result: every ``with``
+span (a measurement window) reads the model's counters at its start and end
+and adds the difference; a thread scrapes the gauges during the span. Its
+``result()`` is the schema's :class:`~agent.schema.ServerMetrics`:
+
+- per-model counters (``nv_inference_request_success``, ``_failure``,
+  ``nv_inference_count``, ``nv_inference_exec_count`` and the cumulative
+  ``*_duration_us``) as deltas over the spans; the durations divided by the
+  successful requests give the per-request split (queue, compute input /
+  infer / output, end to end) — the server's own view, to hold against the
+  client's latency;
+- gauges (``nv_gpu_utilization``, ``nv_gpu_memory_used_bytes``,
+  ``nv_gpu_power_usage`` per GPU; ``nv_cpu_utilization``,
+  ``nv_cpu_memory_used_bytes`` with ``--allow-cpu-metrics``) as means over the
+  scrapes, GPUs averaged (utilisation) or summed (memory, power). Triton
+  refreshes them every ``--metrics-interval-ms`` (2 s by default), so a span
+  shorter than that may see one value."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.errors import AgentError
+from agent.schema import ServerMetrics
+
+COUNTERS = {
+    "nv_inference_request_success": "request_success",
+    "nv_inference_request_failure": "request_failure",
+    "nv_inference_count": "inference_count",
+    "nv_inference_exec_count": "exec_count",
+    "nv_inference_request_duration_us": "request_us",
+    "nv_inference_queue_duration_us": "queue_us",
+    "nv_inference_compute_input_duration_us": "compute_input_us",
+    "nv_inference_compute_infer_duration_us": "compute_infer_us",
+    "nv_inference_compute_output_duration_us": "compute_output_us",
+}
+# gauge -> (field, how several GPUs combine, scale to the field's unit)
+GAUGES = {
+    "nv_gpu_utilization": ("gpu_utilization_pct", "mean", 100.0),
+    "nv_gpu_memory_used_bytes": ("gpu_memory_used_mb", "sum", 1 / 2**20),
+    "nv_gpu_power_usage": ("gpu_power_w", "sum", 1.0),
+    "nv_cpu_utilization": ("cpu_utilization_pct", "mean", 100.0),
+    "nv_cpu_memory_used_bytes": ("cpu_memory_used_mb", "sum", 1 / 2**20),
+}
+SCRAPE_INTERVAL_S = 0.5
+
+
+def parse(text: str, model: str) -> tuple[dict[str, float], dict[str, float]]:
+    """(counters of ``model`` summed over its versions, gauges combined over GPUs)."""
+    counters: dict[str, float] = defaultdict(float)
+    gauges: dict[str, list[float]] = defaultdict(list)
+    for family in text_string_to_metric_families(text):  # counters' samples come back as <name>_total
+        if family.name in COUNTERS:
+            for s in family.samples:
+                if s.labels.get("model") == model:
+                    counters[COUNTERS[family.name]] += s.value
+        elif family.name in GAUGES:
+            gauges[family.name] += [s.value for s in family.samples]
+    combined = {}
+    for name, values in gauges.items():
+        field, how, scale = GAUGES[name]
+        total = sum(values) if how == "sum" else sum(values) / len(values)
+        combined[field] = total * scale
+    return dict(counters), combined
+
+
+def scrape(url: str, timeout: float = 5.0) -> str:
+    try:
+        r = httpx.get(url, timeout=timeout)
+        r.raise_for_status()
+    except httpx.HTTPError as e:
+        raise AgentError(f"cannot read Triton's metrics at {url}: {type(e).__name__}: {e}") from e
+    return r.text
+
+
+def metrics_url(host_port: str) -> str:
+    """``host:port`` (or a URL) of the metrics port -> its ``/metrics`` URL."""
+    base = host_port if "://" in host_port else f"http://{host_port}"
+    return base.rstrip("/") + ("" if base.rstrip("/").endswith("/metrics") else "/metrics")
+
+
+class ServerMetricsRecorder:
+    def __init__(self, url: str, model: str, interval_s: float = SCRAPE_INTERVAL_S) -> None:
+        self.url = metrics_url(url)
+        self.model = model
+        self.interval = interval_s
+        self.counters: dict[str, float] = defaultdict(float)
+        self.gauge_sums: dict[str, float] = defaultdict(float)
+        self.gauge_counts: dict[str, int] = defaultdict(int)
+        self.scrapes = 0
+        self._before: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _gauges(self, gauges: dict[str, float]) -> None:
+        for k, v in gauges.items():
+            self.gauge_sums[k] += v
+            self.gauge_counts[k] += 1
+        self.scrapes += 1
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._gauges(parse(scrape(self.url), self.model)[1])
+            except AgentError:
+                continue  # one missed scrape only thins the gauge mean
+
+    def __enter__(self) -> ServerMetricsRecorder:
+        self._before, gauges = parse(scrape(self.url), self.model)
+        self._gauges(gauges)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="triton-metrics")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        if exc[0] is not None:
+            return
+        after, gauges = parse(scrape(self.url), self.model)
+        self._gauges(gauges)
+        for k, v in after.items():
+            self.counters[k] += v - self._before.get(k, 0.0)
+
+    def result(self) -> ServerMetrics | None:
+        c = self.counters
+        n = int(c.get("request_success", 0))
+        if n <= 0:
+            return None
+
+        def per_request(key: str) -> float:
+            return round(max(0.0, c.get(key, 0.0)) / n, 1)
+
+        gauges = {k: round(self.gauge_sums[k] / self.gauge_counts[k], 2) for k in self.gauge_sums}
+        return ServerMetrics(
+            request_success=n, request_failure=int(c.get("request_failure", 0)),
+            inference_count=int(c.get("inference_count", 0)), exec_count=int(c.get("exec_count", 0)),
+            request_us=per_request("request_us"), queue_us=per_request("queue_us"),
+            compute_input_us=per_request("compute_input_us"), compute_infer_us=per_request("compute_infer_us"),
+            compute_output_us=per_request("compute_output_us"), scrapes=self.scrapes, **gauges)
