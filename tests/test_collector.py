@@ -137,6 +137,26 @@ def test_ingest_is_idempotent_and_queries_filter(collector):
     assert nodes[0]["price_per_hour"] == make_node(1).price_per_hour
     assert nodes[0]["facts"]["tensorrt_version"] == "8.6.1"
 
+    assert collector.post(b"{not json").status_code == 400
+    assert collector.post(a.model_dump_json(), token=None).status_code == 401
+    m = prometheus(collector)
+    assert m[("inferfleet_collector_documents_total", (("outcome", "created"), ("status", "201")))] == 3
+    assert m[("inferfleet_collector_documents_total", (("outcome", "duplicate"), ("status", "200")))] == 1
+    assert m[("inferfleet_collector_documents_total", (("outcome", "refused"), ("status", "400")))] == 1
+    assert m[("inferfleet_collector_documents_total", (("outcome", "refused"), ("status", "401")))] == 1
+    assert m[("inferfleet_collector_results_total", ())] == sum(len(d.results) for d in (a, b, c))
+    assert m[("inferfleet_collector_ingest_seconds_count", ())] == 5  # the 401 never had its body read
+
+
+def prometheus(c: Collector) -> dict:
+    """/metrics (open, like /healthz) parsed with prometheus-client's own parser."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = c.get("/metrics", token=None)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(r.text) for s in f.samples}
+
 
 def test_openapi_schema_describes_the_api(collector):
     spec = collector.get("/openapi.json").json()
@@ -252,5 +272,8 @@ def test_several_workers_store_each_document_exactly_once(postgres_server, tmp_p
         assert run_count(c) == 6
         assert len(c.get("/v1/nodes").json()) == 6
         assert "with 2 worker(s)" in c.log.read_text()
+        m = prometheus(c)  # both workers' counts, whichever answers
+        assert m[("inferfleet_collector_documents_total", (("outcome", "created"), ("status", "201")))] == 6
+        assert m[("inferfleet_collector_documents_total", (("outcome", "duplicate"), ("status", "200")))] == 42
     finally:
         c.stop()

@@ -3,7 +3,8 @@
 Every ``/v1`` route needs ``Authorization: Bearer <token>``: writes the write
 token, reads the write token or a separate read-only token. Tokens come
 from the environment of the server, are compared in constant time and never
-logged; ``/healthz``, ``/docs`` and ``/openapi.json`` stay open.
+logged; ``/healthz``, ``/metrics`` (Prometheus, :mod:`agent.collector.metrics`:
+counters only, no data), ``/docs`` and ``/openapi.json`` stay open.
 
 A body must be ``application/json`` (else 415), is read up to a configurable
 limit (413), its nesting depth is bounded before it is parsed (400), and it
@@ -23,7 +24,7 @@ from typing import Annotated
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
@@ -154,6 +155,9 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
         raise ValueError("the collector needs a non-empty write token")
     write_tokens = [token.encode()]
     read_tokens = write_tokens + ([read_token.encode()] if read_token else [])
+    from agent.collector.metrics import CONTENT_TYPE, IngestMetrics
+
+    metrics = IngestMetrics()
     app = FastAPI(
         title="inferfleet collector",
         version=__version__,
@@ -170,8 +174,15 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             raise HTTPException(401, "invalid bearer token", headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(HTTPException)
-    async def _http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        if request.url.path == RESULTS_PATH and request.method == "POST":
+            metrics.answered(exc.status_code)
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.get("/metrics", tags=["service"], summary="Prometheus metrics of this collector",
+             response_class=Response)
+    def prometheus_metrics() -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict:
@@ -210,16 +221,22 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             body += chunk
             if len(body) > max_body_bytes:
                 raise HTTPException(413, f"body exceeds the limit of {max_body_bytes} bytes")
-        doc = await run_in_threadpool(parse_document, bytes(body))  # off the event loop
+        with metrics.seconds.time():
+            doc = await run_in_threadpool(parse_document, bytes(body))  # off the event loop
+            created = await _store(doc)
+        metrics.answered(201 if created else 200)
+        if created:
+            metrics.results.inc(len(doc.results))
+            return JSONResponse({"id": doc.id, "status": "created"}, status_code=201)
+        return JSONResponse({"id": doc.id, "status": "duplicate"}, status_code=200)
+
+    async def _store(doc: ResultDocument) -> bool:
         try:
-            created = await run_in_threadpool(ingest, engine, doc)
+            return await run_in_threadpool(ingest, engine, doc)
         except (DataError, IntegrityError) as e:  # a value the database refuses: the document's fault
             raise HTTPException(422, f"the database refused a value: {str(e.orig).splitlines()[0]}") from None
         except OperationalError as e:  # locked, disconnected, out of space: an outage, retry later
             raise HTTPException(503, f"database unavailable: {str(e.orig).splitlines()[0]}") from None
-        if created:
-            return JSONResponse({"id": doc.id, "status": "created"}, status_code=201)
-        return JSONResponse({"id": doc.id, "status": "duplicate"}, status_code=200)
 
     @app.get("/v1/nodes", tags=["queries"], summary="Nodes with their newest facts",
              dependencies=[Depends(require_read_token)])

@@ -70,10 +70,14 @@ def serve(
         extra: dict = {}
     else:  # worker processes build their own app (and engine) from inherited settings
         import json
+        import tempfile
 
         from agent.collector.app import WORKER_DB_ENV, WORKER_SETTINGS_ENV
+        from agent.collector.metrics import MULTIPROC_ENV
 
         engine.dispose()
+        # /metrics sums the workers' values from here (prometheus-client multiprocess mode)
+        os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="inferfleet-collector-metrics-")
         os.environ[WORKER_DB_ENV] = url
         os.environ[WORKER_SETTINGS_ENV] = json.dumps({
             "token_env": env, "read_token_env": read_token_env, "max_body": max_body})
@@ -83,3 +87,8 @@ def serve(
                     timeout_graceful_shutdown=5, **extra)
     except OSError as e:
         raise AgentError(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+    finally:
+        if workers > 1:
+            import shutil
+
+            shutil.rmtree(os.environ.pop(MULTIPROC_ENV), ignore_errors=True)
