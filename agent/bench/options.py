@@ -22,3 +22,11 @@ class BenchOptions:
     protocol: str = "http"
     concurrency: list[int] = field(default_factory=lambda: [1])
     rounds: int | None = None  # in-process: exact interleaved rounds (None: until stable, <= max_windows)
+    # MLPerf LoadGen scenario (agent.bench.scenarios); None: the windowed benchmark
+    scenario: str | None = None
+    target_latency_ms: float | None = None  # server latency bound (LoadGen default: 15 ms at p99)
+    min_duration_s: float | None = None  # LoadGen default: 600 s
+    min_queries: int | None = None  # LoadGen default: per scenario (mlperf.conf)
+    server_qps: float | None = None  # fixed server_target_qps instead of the search
+    server_steps: int = 8  # LoadGen runs the server QPS search may make
+    log_dir: Path | None = None  # LoadGen logs (default: <engines>/../bench-logs)

@@ -34,6 +34,13 @@ def bench(
     collector: Annotated[str | None, typer.Option(help="Collector URL (default: agent config).")] = None,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token.")] = None,
     rounds: Annotated[int | None, typer.Option(help="In-process: exactly this many interleaved rounds (one window per format each); default: until stable, at most --max-windows.")] = None,
+    scenario: Annotated[str | None, typer.Option(help="MLPerf scenario run by LoadGen: single-stream, multi-stream, offline or server.")] = None,
+    target_latency_ms: Annotated[float | None, typer.Option("--target-latency-ms", help="--scenario server: latency bound at p99 (LoadGen default 15).")] = None,
+    min_duration: Annotated[float | None, typer.Option("--min-duration", help="--scenario: LoadGen's minimum run seconds (default 600).")] = None,
+    min_queries: Annotated[int | None, typer.Option("--min-queries", help="--scenario: LoadGen's minimum query count (default: per scenario).")] = None,
+    server_qps: Annotated[float | None, typer.Option("--server-qps", help="--scenario server: run at this target QPS instead of searching.")] = None,
+    server_steps: Annotated[int, typer.Option("--server-steps", help="--scenario server: most LoadGen runs of the QPS search.")] = 8,
+    log_dir: Annotated[Path | None, typer.Option("--log-dir", help="--scenario: where LoadGen's logs go (default <engines>/../bench-logs).")] = None,
 ) -> None:
     """Measure latency percentiles and throughput; print a table, write JSON, spool for the collector."""
     from agent.bench.options import BenchOptions
@@ -51,6 +58,8 @@ def bench(
         raise AgentError("--duration and --stability must be > 0, --warmup >= 0, --max-windows >= 1")
     if iterations is not None and iterations < 1:
         raise AgentError("--iterations must be >= 1")
+    _check_scenario(scenario, target_latency_ms, min_duration, min_queries, server_qps, server_steps, log_dir,
+                    csv_out)
     config = load_config()
     opts = BenchOptions(
         models=parse_csv(models),
@@ -67,12 +76,23 @@ def bench(
         protocol=protocol,
         concurrency=parse_ints(concurrency, "--concurrency") or [1],
         rounds=rounds,
+        scenario=scenario,
+        target_latency_ms=target_latency_ms,
+        min_duration_s=min_duration,
+        min_queries=min_queries,
+        server_qps=server_qps,
+        server_steps=server_steps,
+        log_dir=log_dir,
     )
     for out in (json_out, csv_out):
         if out is not None and out.parent and not out.parent.exists():
             raise AgentError(f"directory of {out} does not exist")
 
-    if target == "inprocess":
+    if scenario is not None:
+        from agent.bench.scenarios import run_scenario_inprocess, run_scenario_served, scenario_table
+
+        doc = (run_scenario_inprocess if target == "inprocess" else run_scenario_served)(opts, config)
+    elif target == "inprocess":
         from agent.bench.inprocess import run_inprocess
 
         doc = run_inprocess(opts, config)
@@ -82,6 +102,12 @@ def bench(
         doc = run_served(opts, config)
 
     print_results(doc)
+    if scenario is not None:
+        from rich.console import Console
+
+        from agent.ui import console
+
+        (console if console.is_terminal else Console(width=220)).print(scenario_table(doc))
     if json_out is not None:
         atomic_write_text(json_out, doc.model_dump_json(indent=2) + "\n")
     if csv_out is not None:
@@ -94,3 +120,37 @@ def bench(
     spool_document(doc, config)
     if push:
         push_spool(config, collector_url=collector, token_env=token_env)
+
+
+SCENARIO_OPTIONS = ("--target-latency-ms", "--min-duration", "--min-queries", "--server-qps", "--log-dir")
+
+
+def _check_scenario(scenario: str | None, target_latency_ms: float | None, min_duration: float | None,
+                    min_queries: int | None, server_qps: float | None, server_steps: int,
+                    log_dir: Path | None, csv_out: Path | None) -> None:
+    """One-line errors for the LoadGen scenario options (before anything runs)."""
+    scenarios = ("single-stream", "multi-stream", "offline", "server")
+    given = [name for name, v in zip(SCENARIO_OPTIONS, (target_latency_ms, min_duration, min_queries, server_qps,
+                                                        log_dir), strict=True) if v is not None]
+    if scenario is None:
+        if given:
+            raise AgentError(f"{given[0]} needs --scenario ({', '.join(scenarios)})")
+        return
+    if scenario not in scenarios:
+        raise AgentError(f"unknown --scenario {scenario!r}: use {', '.join(scenarios)}")
+    if scenario != "server" and (target_latency_ms is not None or server_qps is not None):
+        raise AgentError("--target-latency-ms and --server-qps apply to --scenario server only")
+    if target_latency_ms is not None and not target_latency_ms > 0:
+        raise AgentError("--target-latency-ms must be > 0")
+    if min_duration is not None and not min_duration > 0:
+        raise AgentError("--min-duration must be > 0 seconds")
+    if min_queries is not None and min_queries < 1:
+        raise AgentError("--min-queries must be >= 1")
+    if server_qps is not None and not server_qps > 0:
+        raise AgentError("--server-qps must be > 0")
+    if server_steps < 1:
+        raise AgentError("--server-steps must be >= 1")
+    if csv_out is not None:
+        raise AgentError("--csv (perf_analyzer's format) does not apply to --scenario results; use --json")
+    if log_dir is not None and log_dir.exists() and not log_dir.is_dir():
+        raise AgentError(f"--log-dir {log_dir} is not a directory")
