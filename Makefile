@@ -21,7 +21,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
-.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet test-gpu bench-tool bench-ingest \
+.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet test-gpu monitoring bench-tool bench-ingest \
         molecule node-image e2e lint provision configure bench collector collect report destroy checkov clean
 
 help: ## list the targets
@@ -111,6 +111,11 @@ collect: venv ## fetch results spooled on the nodes and push them to COLLECTOR_U
 
 report: venv ## fleet report (HTML, Markdown, CSV) from the collector
 	$(AGENT) fleet report --collector $(COLLECTOR_URL) --out $(REPORT_OUT) --format html,md,csv
+
+monitoring: venv ## Prometheus scrape config + Grafana dashboard for the fleet (out/monitoring), checked by promtool
+	$(AGENT) infra monitoring --inventory $(INVENTORY) --out out/monitoring \
+	  --collector $(patsubst http://%,%,$(patsubst https://%,%,$(COLLECTOR_URL)))
+	@promtool=$$(bash scripts/promtool.sh) && $$promtool check config out/monitoring/prometheus.yml
 
 node-image: system-deps ## build (cached) the Podman image that plays a node: localhost/inferfleet-node:bookworm
 	CONTAINERS_CONF=$(CURDIR)/scripts/containers.conf bash scripts/node-image.sh

@@ -280,8 +280,8 @@ def test_container_command_line(tmp_path):
     repo = str(tmp_path.resolve())
     flags = ["tritonserver", "--model-repository=/models", "--model-control-mode=explicit",
              "--exit-on-error=true", "--strict-readiness=false", "--http-port=9000", "--grpc-port=9001",
-             "--metrics-port=9002", "--allow-metrics=true", "--allow-cpu-metrics=true", "--exit-timeout-secs=5",
-             "--log-verbose=0"]
+             "--metrics-port=9002", "--allow-metrics=true", "--allow-cpu-metrics=true",
+             "--metrics-config=summary_latencies=true", "--exit-timeout-secs=5", "--log-verbose=0"]
     assert server.container_command(s, "docker") == [
         "docker", "run", "-d", "--name", "tn", "--gpus", "all", "--shm-size=1g", "--ulimit", "memlock=-1",
         "--ulimit", "stack=67108864", "-p", "127.0.0.1:9000:9000", "-p", "127.0.0.1:9001:9001",

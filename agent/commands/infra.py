@@ -156,6 +156,27 @@ def inventory_cmd(cloud: Cloud = "genesiscloud", state_dir: StateDir = None,
     console_err.print(f"inventory written to {inventory}")
 
 
+@app.command("monitoring")
+def monitoring_cmd(inventory: Annotated[Path, typer.Option("--inventory", "-i", help="Ansible inventory of the fleet.")] = DEFAULT_INVENTORY,
+                   out: Annotated[Path, typer.Option("--out", help="Directory for prometheus.yml and grafana-dashboard.json.")] = Path("out/monitoring"),
+                   collector: Annotated[Optional[str], typer.Option("--collector", help="host:port of the collector, scraped at /metrics.")] = None,
+                   scrape_interval: Annotated[str, typer.Option("--scrape-interval", help="Prometheus scrape interval, e.g. 15s.")] = "15s") -> None:
+    """Render the fleet's Prometheus scrape configuration and Grafana dashboard from the inventory."""
+    import re
+
+    from agent.fsutil import atomic_write_text
+    from agent.infra.monitoring import inventory_hosts, render_monitoring
+
+    if not re.fullmatch(r"[1-9][0-9]*(ms|s|m|h)", scrape_interval):
+        raise AgentError(f"--scrape-interval must be a Prometheus duration such as 15s, got {scrape_interval!r}")
+    hosts = inventory_hosts(inventory)
+    files = render_monitoring(hosts, collector=collector, scrape_interval=scrape_interval, source=str(inventory))
+    out.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+    console_err.print(f"{len(hosts)} node(s): {', '.join(str(out / n) for n in files)}")
+
+
 @app.command("destroy")
 def destroy(cloud: Cloud = "genesiscloud", state_dir: StateDir = None, yes: Yes = False,
             inventory: Inventory = DEFAULT_INVENTORY, backend_config: BackendConfig = None) -> None:

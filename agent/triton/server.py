@@ -97,6 +97,7 @@ def triton_flags(s: ServerSettings, repo: str, bind: str | None) -> list[str]:
         f"--metrics-port={s.metrics_port}",
         "--allow-metrics=true",
         "--allow-cpu-metrics=true",  # nv_cpu_utilization / nv_cpu_memory_used_bytes beside nv_gpu_*
+        "--metrics-config=summary_latencies=true",  # nv_inference_*_summary_us quantiles (p99 in Grafana)
         "--exit-timeout-secs=5",
         f"--log-verbose={s.log_verbose}",
     ]
