@@ -2,31 +2,48 @@
 
 Eager PyTorch is the baseline; TorchScript, ONNX Runtime and TensorRT engines
 come from the build directory's manifest and are loaded with
-:mod:`agent.runtimes` (hash-checked). Each (model, format, batch) is measured
-in windows repeated until stable (:mod:`agent.bench.measure`). On a GPU the
-input is placed on the device once and every request is CUDA-synchronised.
+:mod:`agent.runtimes` (hash-checked). On a GPU the input is placed on the
+device once and every request is CUDA-synchronised. Per model, in two phases:
 
-Memory: ``peak_host_mem_mb`` is what the measured engine itself costs: the
-peak resident set size (RSS) of this process, sampled with psutil every 20 ms
-from loading the engine to the end of its last batch size, minus the RSS just
-before loading it — taken after the previous engine was freed (``gc`` and
-glibc's ``malloc_trim``), so what earlier models left in the process is not
-counted again. Libraries imported for the first time by the engine (e.g.
-onnxruntime) are part of its cost.
-``peak_gpu_mem_mb`` is ``torch.cuda.max_memory_allocated`` (PyTorch's
-allocator: eager, TorchScript and the TensorRT I/O buffers; TensorRT and ONNX
-Runtime internal allocations are not in it)."""
+1. *Load, one format at a time*: each runner is loaded, then for every batch
+   size warmed up and run for one window on its own (not counted); it stays
+   loaded for phase 2.
+2. *Interleaved rounds*, per batch size: one window of each format in turn,
+   forward then reverse order (eager, onnx, torchscript, torchscript, onnx,
+   eager, ...; :func:`agent.bench.measure.measure_interleaved`), until every
+   format's last 3 windows are stable or ``--max-windows`` rounds (exactly
+   ``--rounds`` rounds when given). ``speedup_vs_eager`` is the geometric mean
+   of the per-round throughput ratios engine/eager, ``speedup_ci_low/high``
+   its 95 % t-interval, ``speedup_pairs`` the number of rounds: load drift hits
+   both windows of a round and cancels out. Eager's own row has speedup 1 and
+   no interval; without eager among the formats there is no speedup.
+   Absolute figures (percentiles, ``throughput_ips``, ``stable``, ``cv_pct``)
+   come from each format's own last 3 windows
+   (:func:`agent.bench.measure.summarize`).
+
+Memory: ``peak_host_mem_mb`` is what the measured engine itself costs, taken
+in phase 1 while it alone runs: the peak resident set size (RSS) of this
+process, sampled with psutil every 20 ms from loading the engine to the end of
+its last single window, minus the RSS just before loading it — taken after
+``gc`` and glibc's ``malloc_trim``, so neither the formats loaded before it
+(still alive, part of the baseline) nor what earlier models left in the process
+are counted. Libraries imported for the first time by the engine (e.g.
+onnxruntime) are part of its cost. ``peak_gpu_mem_mb`` is the growth of
+``torch.cuda.max_memory_allocated`` over the allocated memory just before
+loading (PyTorch's allocator: eager, TorchScript and the TensorRT I/O buffers;
+TensorRT and ONNX Runtime internal allocations are not in it)."""
 
 from __future__ import annotations
 
 import gc
 import threading
 import time
+from collections.abc import Callable
 
 import psutil
 
 from agent import registry
-from agent.bench.measure import Window, measure_until_stable
+from agent.bench.measure import Window, is_stable, measure_interleaved, paired_ratio, summarize
 from agent.bench.options import BenchOptions
 from agent.config import AgentConfig
 from agent.errors import AgentError
@@ -82,6 +99,8 @@ def _plan(opts: BenchOptions) -> list[tuple[str, list[tuple[str, EngineRecord | 
     from agent.runtimes import check_files
 
     formats = validate_choices(opts.formats, INPROCESS_FORMATS, "format") if opts.formats else []
+    if opts.rounds is not None and opts.rounds < 2:
+        raise AgentError("--rounds must be >= 2 (the speedup interval needs two pairs)")
     if opts.precision not in ("fp32", "fp16"):
         raise AgentError(f"unknown precision {opts.precision!r}: use fp32 or fp16")
     if "tensorrt" in formats:
@@ -133,12 +152,8 @@ def _plan(opts: BenchOptions) -> list[tuple[str, list[tuple[str, EngineRecord | 
     return plan
 
 
-def _measure(runner, batch: int, opts: BenchOptions):
-    from agent.verify import random_batch
-
-    prepared = runner.prepare(random_batch(batch, runner.input_shape))
-    for _ in range(opts.warmup):
-        runner.infer(prepared)
+def window_runner(runner, prepared, opts: BenchOptions) -> Callable[[], Window]:
+    """A function running one measurement window of ``runner`` on ``prepared``."""
     clock = time.perf_counter
 
     def window() -> Window:
@@ -156,12 +171,31 @@ def _measure(runner, batch: int, opts: BenchOptions):
                 lat.append(clock() - t)
         return Window(lat, clock() - start)
 
-    return measure_until_stable(window, batch, opts.stability_pct, opts.max_windows)
+    return window
+
+
+def load_and_warm(model: str, rec: EngineRecord | None, opts: BenchOptions, device: str):
+    """(runner, {batch: prepared input}): loaded, warmed up, one window run per batch."""
+    from agent.runtimes import eager_runner, load_runner
+    from agent.verify import random_batch
+
+    if rec is None:
+        runner = eager_runner(model, precision=opts.precision, device=device)
+    else:
+        runner = load_runner(rec, opts.engines_dir, device=device, check_hashes=False)
+    inputs = {}
+    for b in opts.batch_sizes:
+        runner.check_batch(b)
+        inputs[b] = runner.prepare(random_batch(b, runner.input_shape))
+        for _ in range(opts.warmup):
+            runner.infer(inputs[b])
+        window_runner(runner, inputs[b], opts)()
+    return runner, inputs
 
 
 def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     from agent.facts import node_facts
-    from agent.runtimes import default_device, eager_runner, load_runner
+    from agent.runtimes import default_device
     from agent.ui import progress
 
     plan = _plan(opts)
@@ -172,39 +206,42 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
 
     on_gpu = device == "cuda"
     results: list[BenchResult] = []
-    total = sum(len(items) for _, items in plan) * len(opts.batch_sizes)
+    total = sum(len(items) + len(opts.batch_sizes) for _, items in plan)
     with progress() as p:
         task = p.add_task("benchmarking", total=total)
         for model, items in plan:
-            for fmt, rec in items:
+            runners, inputs, host_mb, gpu_mb = {}, {}, {}, {}
+            for fmt, rec in items:  # phase 1: load, warm up, memory of each engine alone
                 p.update(task, description=f"{model} {fmt}: loading")
                 if on_gpu:
                     torch.cuda.empty_cache()
+                    gpu_base = torch.cuda.memory_allocated()
                     torch.cuda.reset_peak_memory_stats()
                 release_memory()
                 with PeakRSS() as mem:
-                    if rec is None:
-                        runner = eager_runner(model, precision=opts.precision, device=device)
-                    else:
-                        runner = load_runner(rec, opts.engines_dir, device=device, check_hashes=False)
-                    measured = []
-                    for b in opts.batch_sizes:
-                        runner.check_batch(b)
-                        p.update(task, description=f"{model} {fmt} batch {b}")
-                        measured.append((b, _measure(runner, b, opts)))
-                        p.advance(task)
-                gpu_mb = torch.cuda.max_memory_allocated() / 2**20 if on_gpu else None
-                for b, m in measured:
+                    runners[fmt], inputs[fmt] = load_and_warm(model, rec, opts, device)
+                host_mb[fmt] = round(mem.peak_mb, 1)
+                gpu_mb[fmt] = (round((torch.cuda.max_memory_allocated() - gpu_base) / 2**20, 1)
+                               if on_gpu else None)
+                p.advance(task)
+            for b in opts.batch_sizes:  # phase 2: interleaved rounds
+                p.update(task, description=f"{model} batch {b}: {' / '.join(runners)} interleaved")
+                windows = measure_interleaved(
+                    {f: window_runner(r, inputs[f][b], opts) for f, r in runners.items()},
+                    opts.stability_pct, opts.max_windows, opts.rounds)
+                for fmt, ws in windows.items():
+                    m = summarize(ws, b, is_stable(ws, opts.stability_pct))
                     results.append(BenchResult(
-                        model=model, format=fmt, precision=opts.precision, device=runner.device,
+                        model=model, format=fmt, precision=opts.precision, device=runners[fmt].device,
                         batch_size=b, latency_ms=m.latency_ms, throughput_ips=m.throughput_ips,
                         requests=m.requests, windows=m.windows, stable=m.stable, cv_pct=m.cv_pct,
-                        peak_host_mem_mb=round(mem.peak_mb, 1),
-                        peak_gpu_mem_mb=round(gpu_mb, 1) if gpu_mb is not None else None,
+                        peak_host_mem_mb=host_mb[fmt], peak_gpu_mem_mb=gpu_mb[fmt],
+                        **_speedup(fmt, ws, windows.get("eager")),
                     ))
-                del runner
+                p.advance(task)
+            del runners, inputs
         p.update(task, description="done")
-    add_speedups(results)
+    release_memory()
     return ResultDocument(
         target="inprocess",
         node=node_facts(config),
@@ -218,11 +255,13 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     )
 
 
-def add_speedups(results: list[BenchResult]) -> None:
-    """speedup_vs_eager = throughput / eager throughput at the same model, batch, precision."""
-    base = {(r.model, r.batch_size, r.precision, r.concurrency): r.throughput_ips
-            for r in results if r.format == "eager"}
-    for r in results:
-        ref = base.get((r.model, r.batch_size, r.precision, r.concurrency))
-        if ref:
-            r.speedup_vs_eager = round(r.throughput_ips / ref, 3)
+def _speedup(fmt: str, windows: list[Window], eager: list[Window] | None) -> dict:
+    """speedup_vs_eager and its interval from the paired (same-round) windows."""
+    if eager is None:
+        return {}
+    if fmt == "eager":
+        return {"speedup_vs_eager": 1.0}
+    r = paired_ratio([w.throughput for w in windows], [w.throughput for w in eager])
+    rnd = (lambda x: None if x is None else round(x, 3))
+    return {"speedup_vs_eager": rnd(r.estimate), "speedup_ci_low": rnd(r.low),
+            "speedup_ci_high": rnd(r.high), "speedup_pairs": r.pairs}

@@ -1,14 +1,32 @@
-"""``print_results(doc)``: the result document as a Rich table (both targets)."""
+"""``print_results(doc)``: the result document as a Rich table (both targets).
+
+The speedup column shows the interleaved speedup with its 95 % interval
+(``2.31x [2.20–2.43]``), green when the whole interval is above 1.05; the
+stability column shows each result's coefficient of variation, ⚠ when its
+windows were not stable, and a footnote counts the unstable results."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
-from agent.schema import ResultDocument
+from agent.schema import BenchResult, ResultDocument
 
 
 def _f(x: float | None, fmt: str = "{:.2f}") -> str:
     return "-" if x is None else fmt.format(x)
+
+
+def speedup_text(r: BenchResult) -> str:
+    sp, lo, hi = r.speedup_vs_eager, r.speedup_ci_low, r.speedup_ci_high
+    if sp is None:
+        return "-"
+    text = f"{sp:.2f}x" + (f" [{lo:.2f}–{hi:.2f}]" if lo is not None and hi is not None else "")
+    return f"[green]{text}[/]" if (lo if lo is not None else sp) > 1.05 else text
+
+
+def stability_text(r: BenchResult) -> str:
+    cv = "" if r.cv_pct is None else f" cv {r.cv_pct:.1f}%"
+    return f"yes{cv}" if r.stable else f"[yellow]⚠ no{cv}[/]"
 
 
 def results_table(doc: ResultDocument) -> Table:
@@ -43,10 +61,8 @@ def results_table(doc: ResultDocument) -> Table:
         row = [r.model, r.format, r.precision, r.device, str(r.batch_size)]
         if served:
             row.append(str(r.concurrency))
-        sp = r.speedup_vs_eager
         row += [_f(lat.p50), _f(lat.p90), _f(lat.p95), _f(lat.p99), _f(lat.mean),
-                _f(r.throughput_ips, "{:.1f}"),
-                "-" if sp is None else (f"[green]{sp:.2f}x[/]" if sp > 1.05 else f"{sp:.2f}x")]
+                _f(r.throughput_ips, "{:.1f}"), speedup_text(r)]
         if host:
             row.append(_f(r.peak_host_mem_mb, "{:.0f}"))
         if gpu:
@@ -56,7 +72,7 @@ def results_table(doc: ResultDocument) -> Table:
             row += [_f(s.queue_us if s else None, "{:.0f}"),
                     _f((s.compute_input_us + s.compute_infer_us + s.compute_output_us) if s else None,
                        "{:.0f}")]
-        row.append("yes" if r.stable else "[yellow]no[/]")
+        row.append(stability_text(r))
         t.add_row(*row)
     return t
 
@@ -70,3 +86,10 @@ def print_results(doc: ResultDocument) -> None:
 
     out = console if console.is_terminal else Console(width=220)
     out.print(results_table(doc))
+    unstable = sum(not r.stable for r in doc.results)
+    if unstable:
+        out.print(f"[yellow]⚠ {unstable} of {len(doc.results)} results unstable[/]: their last windows' "
+                  f"throughputs or p50s differ by more than {doc.settings.stability_pct:g} % (cv = "
+                  "coefficient of variation); their absolute figures are indicative"
+                  + ("; speedups come from interleaved windows, with their 95 % interval."
+                     if any(r.speedup_ci_low is not None for r in doc.results) else "."))
