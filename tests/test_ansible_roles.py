@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
 VENV_BIN = Path(sys.executable).parent
-MY_ROLES = ["preflight", "nvidia_driver", "cuda", "cudnn", "tensorrt", "container_runtime"]
+MY_ROLES = ["preflight", "nvidia_driver", "cuda", "cudnn", "tensorrt", "container_runtime", "monitoring_exporters"]
 
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "aptrepo"))
 from build import build_repo  # noqa: E402
