@@ -242,6 +242,16 @@ class ServerBreakdown(Checked):
     request_count: Count
 
 
+class ClientBreakdown(Checked):
+    """Per-request averages of the client's own phases (microseconds), as perf_analyzer's
+    "Client Send" / "Client Recv": send = building and serialising the request until it
+    is handed to the connection; recv = reading the response body and decoding it to
+    arrays. None where the client library does not expose the phase (gRPC send)."""
+
+    send_us: NonNegative | None = None
+    recv_us: NonNegative | None = None
+
+
 class ServerMetrics(Checked):
     """Triton's Prometheus endpoint over the measurement windows: counter deltas per
     request (``nv_inference_*``) and the mean of its gauges scraped during them
@@ -331,13 +341,14 @@ class BenchResult(Checked):
     peak_host_mem_mb: NonNegative | None = None
     peak_gpu_mem_mb: NonNegative | None = None
     server: ServerBreakdown | None = None
+    client: ClientBreakdown | None = None  # 1.1: the client's send / receive phases (served results)
     scenario: ScenarioResult | None = None  # 1.1: set when this result is an MLPerf LoadGen scenario
     server_metrics: ServerMetrics | None = None  # 1.1: Triton's Prometheus metrics (served results)
     telemetry: DeviceTelemetry | None = None  # 1.1: NVML / psutil during the windows
 
 
 V11_RESULT_FIELDS = ("cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario",
-                     "server_metrics", "telemetry")
+                     "server_metrics", "telemetry", "client")
 
 
 class BenchSettings(Checked):
