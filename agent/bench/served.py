@@ -17,19 +17,28 @@ benchmark, by name."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
-from agent.bench.measure import Window, measure_until_stable
+from agent.bench.measure import STABLE_WINDOWS, Window, measure_until_stable
 from agent.bench.options import BenchOptions
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.runtimes import Runner
-from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocument, ServerBreakdown
+from agent.schema import (
+    BenchResult,
+    BenchSettings,
+    ClientBreakdown,
+    EngineRecord,
+    ResultDocument,
+    ServerBreakdown,
+)
 
 NP_TO_TRITON = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
 
@@ -74,11 +83,19 @@ class Served:
 
 
 class Request:
-    """A prepared inference request for one client."""
+    """A prepared inference request for one client; each call records its client phases.
+
+    HTTP: ``send_s`` = building the request body (JSON header + binary tensors,
+    ``generate_request_body``) until it is handed to the connection; ``recv_s`` =
+    reading the response body and decoding it (``parse_response_body`` +
+    ``as_numpy``). The time between is the network and the server ("response
+    wait"). gRPC: the stub serialises and sends inside one call, so only
+    ``recv_s`` (decoding the output to an array) is measured; ``send_s`` is None."""
 
     def __init__(self, client, protocol: str, served: Served, x: np.ndarray) -> None:
         mod = _module(protocol)
         self.client = client
+        self.protocol = protocol
         self.model = served.record.name
         inp = mod.InferInput(served.input_name, list(x.shape), served.datatype)
         if protocol == "http":
@@ -90,14 +107,54 @@ class Request:
         self.inputs = [inp]
         self.outputs = [out]
         self.output_name = served.output_name
+        self.uri = f"v2/models/{quote(self.model)}/infer"
+        self.send_s: float | None = None
+        self.recv_s = 0.0
 
     def __call__(self) -> np.ndarray:
-        res = self.client.infer(self.model, self.inputs, outputs=self.outputs)
-        out = res.as_numpy(self.output_name)
+        out = self._http() if self.protocol == "http" else self._grpc()
         if out is None or out.size == 0:
             raise AgentError(f"{self.model}: Triton returned an empty output (numpy >= 2 in the server's "
                              "python environment?)")
         return out
+
+    def _http(self) -> np.ndarray:
+        from tritonclient.http import InferenceServerClient
+
+        clock = time.perf_counter
+        t0 = clock()
+        body, json_size = InferenceServerClient.generate_request_body(self.inputs, outputs=self.outputs)
+        headers = {"Inference-Header-Content-Length": json_size} if json_size is not None else None
+        t1 = clock()
+        response = self.client._post(self.uri, body, headers, None)  # tritonclient's own POST
+        t2 = clock()
+        data = response.read()
+        if response.status_code != 200:
+            _raise_http_error(response.status_code, data)
+        length = response.get("Inference-Header-Content-Length")
+        result = InferenceServerClient.parse_response_body(
+            data, header_length=int(length) if length is not None else None,
+            content_encoding=response.get("Content-Encoding"))
+        out = result.as_numpy(self.output_name)
+        self.send_s, self.recv_s = t1 - t0, time.perf_counter() - t2
+        return out
+
+    def _grpc(self) -> np.ndarray:
+        res = self.client.infer(self.model, self.inputs, outputs=self.outputs)
+        t2 = time.perf_counter()
+        out = res.as_numpy(self.output_name)
+        self.recv_s = time.perf_counter() - t2
+        return out
+
+
+def _raise_http_error(status: int, data: bytes) -> None:
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        msg = json.loads(data).get("error") or data.decode(errors="replace")
+    except ValueError:
+        msg = data.decode(errors="replace")
+    raise InferenceServerException(msg=msg, status=str(status))
 
 
 class TritonRunner(Runner):
@@ -114,17 +171,38 @@ class TritonRunner(Runner):
 
 
 # ------------------------------------------------------------------ load loop
-class LoadGenerator:
-    """``concurrency`` threads, each with its own client, keeping one request in flight."""
+@dataclass
+class WindowLog:
+    """What one window saw beyond its latencies: the client phases summed over its
+    requests, and Triton's statistics read at its start and end (None when not read)."""
 
-    def __init__(self, url: str, protocol: str, served: Served, batch: int, concurrency: int) -> None:
+    requests: int
+    send_s: float | None
+    recv_s: float
+    stats_before: dict | None
+    stats_after: dict | None
+
+
+class LoadGenerator:
+    """``concurrency`` threads, each with its own client, keeping one request in flight.
+
+    A window counts the requests that *complete* inside it, each with its own
+    latency (send to response decoded), and divides by the window's wall time:
+    perf_analyzer's time-window rule. ``stats`` (a callable returning Triton's
+    statistics of the model) is read at each window's start and end, so the
+    server's counters cover the same span as the client's."""
+
+    def __init__(self, url: str, protocol: str, served: Served, batch: int, concurrency: int,
+                 stats=None) -> None:
         from agent.verify import random_batch
 
         x = random_batch(batch, tuple(served.record.inputs[0].shape[1:]))
         self.requests = [Request(_client(url, protocol), protocol, served, x) for _ in range(concurrency)]
+        self.stats = stats
         self.lock = threading.Lock()
-        self.done: list[tuple[float, float]] = []  # (end time, latency)
+        self.done: list[tuple[float, float, float | None, float]] = []  # (end, latency, send, recv)
         self.count = 0
+        self.log: list[WindowLog] = []  # one per window that saw requests
         self.error: BaseException | None = None
         self.stop_event = threading.Event()
         self.threads = [threading.Thread(target=self._loop, args=(r,), daemon=True) for r in self.requests]
@@ -141,7 +219,7 @@ class LoadGenerator:
                 return
             end = clock()
             with self.lock:
-                self.done.append((end, end - t))
+                self.done.append((end, end - t, request.send_s, request.recv_s))
                 self.count += 1
 
     def __enter__(self) -> LoadGenerator:
@@ -175,21 +253,40 @@ class LoadGenerator:
 
     def window(self, seconds: float, iterations: int | None) -> Window:
         clock = time.perf_counter
+        before = self.stats() if self.stats else None
         with self.lock:
             self.done.clear()
             start_count = self.count
-        start = clock()
+            start = clock()
         if iterations:
             self.wait_for(start_count + iterations)
         else:
             while clock() - start < seconds:
                 self._check()
                 time.sleep(min(0.02, seconds / 10))
-        end = clock()
-        self._check()
         with self.lock:
-            lat = [latency for t, latency in self.done if start <= t <= end]
-        return Window(lat, end - start)
+            end = clock()
+            done = [d for d in self.done if start <= d[0] <= end]
+        after = self.stats() if self.stats else None
+        self._check()
+        if done:
+            sends = [d[2] for d in done]
+            self.log.append(WindowLog(len(done), None if None in sends else sum(sends), sum(d[3] for d in done),
+                                      before, after))
+        return Window([d[1] for d in done], end - start)
+
+    def used(self, n: int) -> list[WindowLog]:
+        """The logs of the last ``n`` windows (those the measurement's statistics use)."""
+        return self.log[-n:]
+
+
+def client_breakdown(logs: list[WindowLog]) -> ClientBreakdown | None:
+    n = sum(w.requests for w in logs)
+    if n == 0:
+        return None
+    sends = [w.send_s for w in logs]
+    return ClientBreakdown(send_us=None if None in sends else sum(sends) / n * 1e6,
+                           recv_us=sum(w.recv_s for w in logs) / n * 1e6)
 
 
 # -------------------------------------------------------------- server stats
@@ -204,13 +301,32 @@ def _stats(client, protocol: str, model: str) -> dict[str, tuple[int, int]]:
             for k in ("success", "queue", "compute_input", "compute_infer", "compute_output")}
 
 
+def _delta(before: dict, after: dict) -> dict[str, tuple[int, int]]:
+    return {k: (after[k][0] - before[k][0], after[k][1] - before[k][1]) for k in after}
+
+
 def breakdown(before: dict, after: dict) -> ServerBreakdown | None:
-    n = after["success"][0] - before["success"][0]
+    """Per-request averages between two reads of the statistics (Triton accumulates
+    queue and compute time per request, a batched request carrying its batch's time)."""
+    return _breakdown(_delta(before, after))
+
+
+def window_breakdown(logs: list[WindowLog]) -> ServerBreakdown | None:
+    """The server's view of exactly the measured windows: their deltas summed (the gaps
+    between windows, where the client counts nothing, are left out as well)."""
+    deltas = [_delta(w.stats_before, w.stats_after) for w in logs if w.stats_before and w.stats_after]
+    if not deltas:
+        return None
+    return _breakdown({k: (sum(d[k][0] for d in deltas), sum(d[k][1] for d in deltas)) for k in deltas[0]})
+
+
+def _breakdown(d: dict[str, tuple[int, int]]) -> ServerBreakdown | None:
+    n = d["success"][0]
     if n <= 0:
         return None
 
     def us(key: str) -> float:
-        return (after[key][1] - before[key][1]) / n / 1e3
+        return d[key][1] / n / 1e3
 
     return ServerBreakdown(queue_us=us("queue"), compute_input_us=us("compute_input"),
                            compute_infer_us=us("compute_infer"), compute_output_us=us("compute_output"),
@@ -302,17 +418,18 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
             for s, batch, conc in steps:
                 rec = s.record
                 bar.update(task, description=f"{rec.name} batch {batch} concurrency {conc}")
-                with LoadGenerator(opts.url, opts.protocol, s, batch, conc) as load:
+                stats = lambda name=rec.name: _stats(client, opts.protocol, name)
+                with LoadGenerator(opts.url, opts.protocol, s, batch, conc, stats=stats) as load:
                     load.wait_for(max(opts.warmup, 1) * conc)
-                    before = _stats(client, opts.protocol, rec.name)
                     m = measure_until_stable(lambda: load.window(opts.window_seconds, opts.iterations),
                                              batch, opts.stability_pct, opts.max_windows)
-                    after = _stats(client, opts.protocol, rec.name)
+                used = load.used(STABLE_WINDOWS)
                 results.append(BenchResult(
                     model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
                     batch_size=batch, concurrency=conc, triton_model=rec.name, protocol=opts.protocol,
                     latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
-                    windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=breakdown(before, after),
+                    windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used),
+                    client=client_breakdown(used),
                 ))
                 bar.advance(task)
     finally:
