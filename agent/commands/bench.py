@@ -30,6 +30,7 @@ def bench(
     max_windows: Annotated[int, typer.Option(help="Stop after this many windows even if not stable.")] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the result document here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write perf_analyzer-compatible CSV here.")] = None,
+    verbose_csv: Annotated[bool, typer.Option("--verbose-csv", help="--csv adds perf_analyzer's verbose columns (avg latency, request/response, response wait).")] = False,
     push: Annotated[bool, typer.Option("--push", help="Push the result to the collector after the run.")] = False,
     collector: Annotated[str | None, typer.Option(help="Collector URL (default: agent config).")] = None,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token.")] = None,
@@ -113,7 +114,7 @@ def bench(
     if csv_out is not None:
         from agent.bench.csvout import perf_analyzer_csv
 
-        atomic_write_text(csv_out, perf_analyzer_csv(doc))
+        atomic_write_text(csv_out, perf_analyzer_csv(doc, verbose=verbose_csv))
 
     from agent.push import push_spool, spool_document
 
