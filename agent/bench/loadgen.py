@@ -144,7 +144,7 @@ class Run:
 
 
 # --------------------------------------------------------------------- settings
-def test_settings(scenario: str, over: Overrides, samples: int, hint: Calibration):
+def loadgen_settings(scenario: str, over: Overrides, samples: int, hint: Calibration):
     """LoadGen's TestSettings: built-in mlperf.conf for resnet50, then the overrides."""
     import mlperf_loadgen as lg
 
@@ -154,11 +154,11 @@ def test_settings(scenario: str, over: Overrides, samples: int, hint: Calibratio
     s.mode = lg.TestMode.PerformanceOnly
     s.performance_sample_count_override = samples
     if over.min_duration_s is not None:
-        s.min_duration_ms = int(round(over.min_duration_s * 1000))
+        s.min_duration_ms = round(over.min_duration_s * 1000)
     if over.min_queries is not None:
         s.min_query_count = over.min_queries
     if over.target_latency_ms is not None:
-        s.server_target_latency_ns = int(round(over.target_latency_ms * 1e6))
+        s.server_target_latency_ns = round(over.target_latency_ms * 1e6)
     s.single_stream_expected_latency_ns = max(1, int(hint.sample_latency_s * 0.8 * 1e9))
     s.multi_stream_expected_latency_ns = max(1, int(hint.query_latency_s * 0.8 * 1e9))
     s.offline_expected_qps = max(1.0, hint.samples_per_s * 1.5)
@@ -317,10 +317,10 @@ def _bullets(summary: str, heading: str) -> list[str]:
 
 def read_verdict(summary: str) -> tuple[bool, list[str]]:
     """LoadGen's ``Result is : VALID|INVALID``, its unmet constraints and recommendations."""
-    m = re.search(r"^Result is\s*:\s*(VALID|INVALID)\s*$", summary, re.M)
+    m = re.search(r"^Result is\s*:\s*(VALID|INVALID)\s*$", summary, re.MULTILINE)
     if m is None:
         raise AgentError("LoadGen wrote no verdict (no 'Result is' line in its summary)")
-    unmet = re.findall(r"^\s+(.+?satisfied)\s*:\s*NO\s*$", summary, re.M)
+    unmet = re.findall(r"^\s+(.+?satisfied)\s*:\s*NO\s*$", summary, re.MULTILINE)
     reasons = [f"{name.strip()}: NO" for name in unmet] + _bullets(summary, "Recommendations:")
     if any(name.startswith("Early stopping") for name in unmet):
         reasons += _bullets(summary, "Early Stopping Result:")
@@ -346,7 +346,7 @@ def run_loadgen(backend: Backend, scenario: str, over: Overrides, hint: Calibrat
     """One LoadGen performance run; the summary and detail logs stay in ``log_dir``."""
     import mlperf_loadgen as lg
 
-    s = test_settings(scenario, over, samples, hint)
+    s = loadgen_settings(scenario, over, samples, hint)
     if target_qps is not None:
         s.server_target_qps = target_qps
     log_dir.mkdir(parents=True, exist_ok=True)

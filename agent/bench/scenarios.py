@@ -160,25 +160,32 @@ def run_scenario_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDoc
 
 # -------------------------------------------------------------------- Triton
 def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
+    """``workers`` infer functions; each thread gets its own client on first use (the HTTP
+    client is bound to the thread that first uses it)."""
+    import threading
+
     from agent.bench.served import Request, _call, _client
 
-    clients = [_client(opts.url, opts.protocol) for _ in range(workers)]
+    local = threading.local()
+    clients: list = []
     rec = served.record
 
-    def infer_with(client):
-        def infer(x: np.ndarray) -> object:
-            return _call(f"inference on {rec.name}", Request(client, opts.protocol, served, x))
-        return infer
+    def infer(x: np.ndarray) -> object:
+        client = getattr(local, "client", None)
+        if client is None:
+            client = local.client = _client(opts.url, opts.protocol)
+            clients.append(client)
+        return _call(f"inference on {rec.name}", Request(client, opts.protocol, served, x))
 
     def close() -> None:
         for c in clients:
             try:
                 c.close()
-            except Exception:
+            except Exception:  # a client bound to a finished thread
                 pass
 
     return lgm.Backend(rec.name, tuple(rec.inputs[0].shape[1:]), _batch(opts, served.max_batch),
-                       [infer_with(c) for c in clients], close)
+                       [infer] * workers, close)
 
 
 def run_scenario_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:

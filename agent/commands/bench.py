@@ -90,7 +90,11 @@ def bench(
             raise AgentError(f"directory of {out} does not exist")
 
     if scenario is not None:
-        from agent.bench.scenarios import run_scenario_inprocess, run_scenario_served, scenario_table
+        from agent.bench.scenarios import (
+            run_scenario_inprocess,
+            run_scenario_served,
+            scenario_table,
+        )
 
         doc = (run_scenario_inprocess if target == "inprocess" else run_scenario_served)(opts, config)
     elif target == "inprocess":
