@@ -63,9 +63,11 @@ def io_specs(fmt: str, spec: ModelSpec) -> tuple[list[TensorSpec], list[TensorSp
 def tensorrt_status() -> tuple[bool, str]:
     """(available, one-line reason) — TensorRT needs the ``tensorrt`` module and a CUDA GPU."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except Exception as e:  # ImportError, or a broken install raising OSError
         return False, f"the tensorrt Python module does not import on this node ({type(e).__name__}: {e})"
+    if not hasattr(tensorrt, "Builder"):  # e.g. only tensorrt-stubs' .pyi files: a namespace package
+        return False, "the tensorrt module found has no Builder (type stubs or a broken install, not TensorRT)"
     import torch
 
     if not torch.cuda.is_available():

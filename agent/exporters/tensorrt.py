@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,8 +19,11 @@ from agent.exporters import (FILENAMES, ExportError, Exported, ExportOptions, io
 from agent.fsutil import atomic_path
 from agent.registry import ModelSpec
 
+if TYPE_CHECKING:  # checked against tensorrt-stubs by mypy (tests/test_tensorrt_types.py)
+    import tensorrt
 
-def _logger():
+
+def _logger() -> "tensorrt.Logger":
     import tensorrt as trt
 
     return trt.Logger(trt.Logger.WARNING)
@@ -27,8 +31,6 @@ def _logger():
 
 def export_tensorrt(model: torch.nn.Module, spec: ModelSpec, out_dir: Path,
                     opts: ExportOptions) -> Exported:
-    import tensorrt as trt
-
     from agent.exporters.onnx import export_onnx
 
     with tempfile.TemporaryDirectory(prefix=".tmp-trt-onnx-") as scratch:
@@ -37,13 +39,15 @@ def export_tensorrt(model: torch.nn.Module, spec: ModelSpec, out_dir: Path,
                           ExportOptions(max_batch=opts.max_batch, precision="fp32",
                                         opset=opts.opset, onnx_exporter=opts.onnx_exporter))
         onnx_path = Path(scratch) / FILENAMES["onnx"]
-        plan = build_plan(trt, onnx_path, spec, opts)
+        plan = build_plan(onnx_path, spec, opts)
     (out_dir / FILENAMES["tensorrt"]).write_bytes(plan)
     inputs, outputs = io_specs("tensorrt", spec)
     return Exported(inputs=inputs, outputs=outputs, opset=src.opset, device="cuda")
 
 
-def build_plan(trt, onnx_path: Path, spec: ModelSpec, opts: ExportOptions) -> bytes:
+def build_plan(onnx_path: Path, spec: ModelSpec, opts: ExportOptions) -> bytes:
+    import tensorrt as trt
+
     logger = _logger()
     builder = trt.Builder(logger)
     flags = 0
@@ -66,7 +70,8 @@ def build_plan(trt, onnx_path: Path, spec: ModelSpec, opts: ExportOptions) -> by
     c, h, w = spec.input_shape
     opt = max(1, min(8, opts.max_batch))
     profile = builder.create_optimization_profile()
-    profile.set_shape("input", (1, c, h, w), (opt, c, h, w), (opts.max_batch, c, h, w))
+    profile.set_shape("input", trt.Dims([1, c, h, w]), trt.Dims([opt, c, h, w]),
+                      trt.Dims([opts.max_batch, c, h, w]))
     config.add_optimization_profile(profile)
 
     cache_path = opts.timing_cache
