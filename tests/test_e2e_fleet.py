@@ -7,9 +7,10 @@
    document shaped like the Terraform modules' `nodes` output;
 3. `site.yml` converges them (CPU path: the GPU steps skip, Triton in native
    mode on distinct ports), then `bench.yml` builds, serves, benchmarks and
-   pushes two small models;
+   pushes two small models, plus one short MLPerf offline scenario (LoadGen);
 4. each node's Triton served the agent-built engines, the collector holds each
-   node's results exactly once, and `agent fleet report` lists every node,
+   node's results exactly once (the scenario in its scenario columns, its LoadGen
+   logs on the node), and `agent fleet report` lists every node,
    backend and model with the numbers that were pushed;
 5. `site.yml` again changes nothing; one pinned version bumped: only that
    package moves, and after a new bench the report shows that node's
@@ -85,6 +86,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.ansible, pytest.mar
               pytest.mark.timeout(E2E_TIMEOUT)]
 
 MODELS = ["squeezenet1_1", "mobilenet_v3_small"]
+SCENARIO = "offline"
 NODES = {"node-1": 8000, "node-2": 8100}  # name -> Triton HTTP port (gRPC +1, metrics +2)
 PRICES = {"node-1": 0.55, "node-2": 1.10}
 TOKEN = "e2e-" + uuid.uuid4().hex
@@ -300,6 +302,9 @@ def benched(converged: Fleet) -> Fleet:
         "inferfleet_bench_concurrency": [1, 2],
         "inferfleet_bench_build_args": "--formats torchscript,onnx --max-batch 4",
         "inferfleet_bench_args": "--duration 0.5 --max-windows 4 --warmup 2",
+        # one short MLPerf scenario (official LoadGen) per node, pushed as its own document
+        "inferfleet_bench_scenarios": [SCENARIO],
+        "inferfleet_bench_scenario_args": "--formats onnx --min-duration 1 --min-queries 64",
     }
     with Stage("bench.yml") as st:
         rc, doc, raw = converged.playbook("bench.yml", extra=extra, timeout=st.left())
@@ -329,7 +334,7 @@ def test_each_triton_served_the_agent_built_engines(benched: Fleet) -> None:
 def test_collector_holds_each_nodes_results_exactly_once(benched: Fleet) -> None:
     runs = benched.runs()
     by_node = Counter(r["node_name"] for r in runs)
-    assert by_node == {name: 2 for name in NODES}, by_node  # inprocess + triton, once each
+    assert by_node == {name: 3 for name in NODES}, by_node  # inprocess, triton, scenario: once each
     assert len({r["id"] for r in runs}) == len(runs)
     with Stage("push again") as st:  # nothing left behind in the spools, and pushing again adds nothing
         for name in NODES:
@@ -337,6 +342,27 @@ def test_collector_holds_each_nodes_results_exactly_once(benched: Fleet) -> None
                               timeout=st.left()).strip() == "0"
             benched.sh(name, "inferfleet-agent report push", timeout=st.left())
     assert len(benched.runs()) == len(runs)
+
+
+def test_collector_holds_each_nodes_scenario(benched: Fleet) -> None:
+    """The scenario run on every node reached the collector's results table (scenario
+    columns) with LoadGen's verdict and metric, and its LoadGen logs stay on the node."""
+    import sqlite3
+
+    with sqlite3.connect(benched.db.removeprefix("sqlite:///")) as db:
+        rows = db.execute("SELECT run_id, node_name, model, format, scenario, scenario_valid, scenario_metric "
+                          "FROM results WHERE scenario IS NOT NULL").fetchall()
+    assert sorted((r[1], r[2], r[3], r[4]) for r in rows) == sorted(
+        (name, model, "onnx", SCENARIO) for name in NODES for model in MODELS), rows
+    for run_id, node, model, _, _, valid, metric in rows:
+        doc = benched.run_doc(run_id)
+        (res,) = [r for r in doc["results"] if r["model"] == model]
+        s = res["scenario"]
+        assert (bool(valid), metric) == (s["valid"], pytest.approx(s["metric_value"]))
+        assert s["metric"] == "samples_per_second" and metric > 0 and s["samples"] >= 64
+        assert s["valid"] or s["invalid_reasons"], s
+        assert s["log_dir"].startswith("/var/lib/inferfleet/bench-logs/"), s["log_dir"]
+        benched.sh(node, f"test -s {s['log_dir']}/mlperf_log_summary.txt && test -s {s['log_dir']}/mlperf_log_detail.txt")
 
 
 def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path) -> None:
@@ -354,6 +380,8 @@ def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path)
     for run in benched.runs():
         doc = benched.run_doc(run["id"])
         for r in doc["results"]:
+            if r.get("scenario"):  # LoadGen scenarios are not in the ranking tables
+                continue
             backend = ("triton-" if doc["target"] == "triton" else "") + r["format"]
             key = (doc["node"]["node_name"], r["model"], backend, str(r["batch_size"]),
                    str(r["concurrency"]))
