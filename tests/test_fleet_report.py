@@ -272,6 +272,18 @@ def test_csv_cells_a_spreadsheet_would_execute_are_escaped():
                 assert not c.startswith(("=", "+", "@", "\t", "\r")), (name, c)
                 # a minus only where the cell is a number (a formatted float)
                 assert not c.startswith("-") or float(c) < 0, (name, c)
+    from agent.fleet.data import ROW_FIELDS, as_tuples
+    from agent.fleet.render import _csv
+
+    # results.csv's row formatter writes exactly what the safe writer writes
+    ref = io.StringIO()
+    _csv(ref, as_tuples(rows) * 2 + [(*as_tuples([_row(price_per_hour=None)])[0][:18], 2.5)],
+         list(ROW_FIELDS), None)
+    from agent.fleet.render import _results_csv
+
+    fast = io.StringIO()
+    _results_csv(fast, as_tuples(rows) * 2 + [(*as_tuples([_row(price_per_hour=None)])[0][:18], 2.5)])
+    assert fast.getvalue() == ref.getvalue()
     res = next(csv.DictReader(io.StringIO(files["results.csv"], newline="")))
     for col, value in evil.items():
         assert res[col] == "'" + value
@@ -390,7 +402,7 @@ def _mixed_fleet(engine):
     price, a --since-worthy spread of times: what the one-pass selection must get right."""
     models, formats = ("resnet18", "alexnet"), ("eager", "onnx", "tensorrt")
     docs = [make_document(make_node(i), models, formats, (1, 8), (1, 2), created_at=T0 + timedelta(minutes=i),
-                          seed=i) for i in range(8)]
+                          seed=i, stability=i % 2 == 0) for i in range(8)]  # cv_pct on some nodes only
     docs.append(make_document(make_node(1), ("resnet18",), ("onnx",), (1,), created_at=T0 + timedelta(hours=1),
                               seed=50))  # newer measurement of some of node-0001's configurations
     docs.append(make_document(make_node(2), ("resnet18",), ("onnx",), (1, 8), created_at=T0 + timedelta(hours=2),
@@ -401,6 +413,7 @@ def _mixed_fleet(engine):
                               created_at=T0 + timedelta(hours=3), seed=53))
     docs[4].results[0].stable = False
     docs[5].results[3].stable = False
+    docs[6].results[5].cv_pct = 7.5  # stable by the bench's test, but its windows varied more than --max-cv
     assert ingest_many(engine, docs) == len(docs)
     return docs
 
@@ -412,7 +425,7 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
     from sqlalchemy import text
 
     from agent.fleet.data import (LATEST_SQL, Row, Rows, _best, _by_gpu, _compare, _derive,
-                                  build_report)
+                                  build_report, is_stable)
     from agent.fleet.plots import model_series
 
     engine = make_engine(db_url)
@@ -427,9 +440,9 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
                 where, params = "WHERE r.created_at >= :since AND r.effective_at >= :since", {
                     "since": since.replace(tzinfo=None)}
             with engine.connect() as conn:
-                ref = [Row(*t) for t in conn.execute(text(LATEST_SQL.format(where=where)), params)]
+                ref = [Row(*t[:16], cv_pct=t[16]) for t in conn.execute(text(LATEST_SQL.format(where=where)), params)]
             for r in ref:
-                r.stable = bool(r.stable)
+                r.stable = is_stable(r.stable, r.cv_pct)
                 if isinstance(r.created_at, str):
                     r.created_at = datetime.fromisoformat(r.created_at)
             _derive(ref)
@@ -443,7 +456,7 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
             assert report.unstable == sum(not r.stable for r in ref)
             if since is None:
                 assert {r.backend for r in rows} >= {"triton-onnx", "onnx"}
-                assert report.unstable == 2
+                assert report.unstable == 3  # two marked unstable, one by its cv
                 assert any(r.cost_per_million is None for r in rows)  # node-0009 has no price
             if since is not None:  # node-0003's old stack ran before --since: nothing to compare
                 assert report.compared_nodes == [] and report.comparisons == []
@@ -517,3 +530,95 @@ def test_report_from_a_collector_keeps_its_received_at(monkeypatch):
         assert [r.throughput_ips for r in report.rows] == pytest.approx([r.throughput_ips for r in new.results])
     finally:
         engine.dispose()
+
+
+# ---------------------------------------------------------------- issue #12: scenarios and stability
+def test_scenario_table_ranks_valid_results_only_and_lists_invalid_with_reasons(tmp_path):
+    """MLPerf scenario results get their own table (newest per node × model × backend ×
+    scenario, a Triton-served one as triton-<format>): VALID ones are ranked, an INVALID
+    one — here the highest server QPS of the fleet — is listed with LoadGen's reasons in
+    HTML, Markdown and scenarios.csv and is never the best; sweeps are not affected."""
+    from agent.fleet.data import build_report
+    from agent.fleet.render import write_report
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    sc = ("offline", "server")
+    old = make_document(make_node(0), ("resnet18",), ("eager", "onnx"), (1,), created_at=T0, seed=1,
+                        scenarios=sc, stability=True)
+    new = make_document(make_node(0), ("resnet18",), ("onnx",), (8,), created_at=T0 + timedelta(hours=1),
+                        seed=2, scenarios=("offline",))  # offline re-measured: newest wins
+    fast = make_document(make_node(4), ("resnet18",), ("eager", "onnx"), (1,), created_at=T0, seed=3,
+                         scenarios=sc, invalid=[("resnet18", "onnx", "server")])  # A100: fastest, INVALID
+    served = make_document(make_node(1), ("resnet18",), ("onnx",), (1,), created_at=T0, seed=4,
+                           scenarios=("server",), target="triton")
+    assert ingest_many(engine, [old, new, fast, served]) == 4
+    report = build_report(engine)
+    engine.dispose()
+    t = report.scenarios
+    got = {(r.node, r.backend, r.scenario): r for r in t.rows}
+    assert len(got) == len(t.rows) == 2 * 2 + 2 * 2 + 1
+    assert ("node-0001", "triton-onnx", "server") in got
+    newest = next(r for r in new.results if r.scenario)
+    assert got[("node-0000", "onnx", "offline")].value == pytest.approx(newest.scenario.metric_value)
+    assert got[("node-0000", "onnx", "offline")].run_id == new.id
+    bad = got[("node-0004", "onnx", "server")]
+    src = next(r.scenario for r in fast.results if r.scenario and r.scenario.name == "server" and r.format == "onnx")
+    assert (bad.verdict, bad.reasons, bad.unit) == ("INVALID", "; ".join(src.invalid_reasons), "QPS at p99 bound")
+    assert bad.value == max(r.value for r in t.rows if r.scenario == "server")  # the highest, yet not ranked
+    best = {b["scenario"]: b for b in t.best}
+    valid_server = [r for r in t.rows if r.scenario == "server" and r.verdict == "VALID"]
+    top = max(valid_server, key=lambda r: r.value)
+    assert (best["server"]["node"], best["server"]["backend"]) == (top.node, top.backend) != ("node-0004", "onnx")
+    assert best["offline"]["node"] == "node-0004" and best["offline"]["unit"] == "samples/s"
+    [g] = [g for g in t.summary if g["scenario"] == "server" and g["gpu"] == bad.gpu and g["backend"] == "onnx"]
+    assert (g["nodes"], g["valid"], g["invalid"], g["best"]) == (1, 0, 1, None)
+    assert t.invalid == [bad]
+    assert len(report.rows) == 3 + 2 + 1  # the sweeps only: node 0 (eager, onnx at batch 1 and 8), 4, 1
+
+    out = tmp_path / "r"
+    write_report(report, out, ["html", "md", "csv"])
+    rows = read_csv(out / "scenarios.csv")
+    assert {(x["node"], x["backend"], x["scenario"], x["verdict"]) for x in rows} == {
+        (r.node, r.backend, r.scenario, r.verdict) for r in t.rows}
+    assert next(x for x in rows if x["verdict"] == "INVALID")["reasons"] == bad.reasons
+    md = (out / "report.md").read_text()
+    assert "## MLPerf scenarios (LoadGen)" in md and "### INVALID results (1)" in md
+    assert (f"| node-0004 | NVIDIA A100-SXM4-40GB | resnet18 | onnx | fp32 | 1 | server | INVALID | {bad.value:,.0f} "
+            f"| QPS at p99 bound | {bad.reasons} |") in md
+    assert f"| resnet18 | server | {top.node} | NVIDIA A100-SXM4-40GB | {top.backend} | 1 | {top.value:,.0f} |" in md
+    html = (out / "report.html").read_text()
+    assert html.count('<tr class="invalid">') == 2  # the INVALID list and the per-node table
+    # the per-node sweep table shows cv and the speedup's 95 % interval (from the document)
+    onnx = next(r for r in old.results if r.format == "onnx" and r.scenario is None)
+    assert f"{onnx.speedup_vs_eager:.2f} [{onnx.speedup_ci_low:.2f}–{onnx.speedup_ci_high:.2f}]" in md
+    assert f"| {onnx.throughput_ips:,.0f} | {onnx.cv_pct:.1f} |" in md
+
+
+def test_cv_above_the_limit_is_flagged_unstable_and_never_best(tmp_path):
+    """A result the bench called stable whose windows' coefficient of variation exceeds
+    --max-cv is flagged ⚠ unstable (stable=False in results.csv) and not chosen as best;
+    a higher limit accepts it."""
+    from agent.fleet.data import build_report
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    a = make_document(make_node(0), ("resnet18",), ("onnx",), (1,), created_at=T0, seed=1, stability=True)
+    b = make_document(make_node(4), ("resnet18",), ("onnx",), (1,), created_at=T0, seed=2, stability=True)
+    a.results[0].cv_pct, b.results[0].cv_pct = 1.0, 8.0  # node-0004 (A100) is the faster one
+    ingest_many(engine, [a, b])
+    strict, loose = build_report(engine), build_report(engine, max_cv_pct=10.0)
+    engine.dispose()
+    assert {r.node: r.stable for r in strict.rows} == {"node-0000": True, "node-0004": False}
+    assert strict.best[0]["node"] == "node-0000" and strict.unstable == 1
+    assert loose.best[0]["node"] == "node-0004" and loose.unstable == 0
+    out = tmp_path / "r"
+    r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--format", "md,csv", env=agent_env())
+    assert r.returncode == 0, r.stderr
+    assert {x["node"]: (x["stable"], x["cv_pct"]) for x in read_csv(out / "results.csv")} == {
+        "node-0000": ("True", "1"), "node-0004": ("False", "8")}
+    assert "| 8.0 |" in (out / "report.md").read_text() and "⚠ unstable |" in (out / "report.md").read_text()
+    r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--max-cv", "0", env=agent_env())
+    assert r.returncode == 2 and "--max-cv must be > 0" in r.stderr

@@ -41,6 +41,7 @@ def report(
     p99_budget: Annotated[float | None, typer.Option("--p99-budget", help="p99 latency budget (ms) for the best-configuration table.")] = None,
     threshold: Annotated[float, typer.Option(help="Flag throughput/p99 changes beyond this many percent.")] = 5.0,
     compare: Annotated[str | None, typer.Option(help="Compare two runs: BEFORE_ID,AFTER_ID (default: per node, newest stack vs the previous one).")] = None,
+    max_cv: Annotated[float, typer.Option("--max-cv", help="Flag a result unstable when the coefficient of variation of its windows' throughputs (cv_pct, where recorded) exceeds this many percent.")] = 5.0,
 ) -> None:
     """Render the fleet report: self-contained HTML (plots embedded), Markdown and CSV."""
     import time
@@ -55,6 +56,8 @@ def report(
         raise AgentError("give either --db or --collector, not both")
     if threshold <= 0:
         raise AgentError("--threshold must be > 0 (percent)")
+    if max_cv <= 0:
+        raise AgentError("--max-cv must be > 0 (percent)")
     if p99_budget is not None and p99_budget <= 0:
         raise AgentError("--p99-budget must be > 0 (ms)")
     pair = None
@@ -82,7 +85,7 @@ def report(
         engine = open_database(db)
     try:
         data = build_report(engine, since=start, threshold_pct=threshold, p99_budget_ms=p99_budget,
-                            compare=pair)
+                            compare=pair, max_cv_pct=max_cv)
     finally:
         engine.dispose()
     if not data.rows:

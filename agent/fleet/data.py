@@ -31,6 +31,9 @@ from operator import attrgetter, itemgetter
 from sqlalchemy import Engine, bindparam, text
 
 from agent.errors import AgentError
+from agent.fleet.scenarios import ScenarioTables, scenario_tables
+
+MAX_NODES_DETAIL = 25  # per-node tables in HTML/Markdown up to this many nodes; the CSV always has all
 
 
 @dataclass(slots=True)
@@ -53,6 +56,7 @@ class Row:
     stack: str
     speedup_vs_eager: float | None = None
     cost_per_million: float | None = None
+    cv_pct: float | None = None  # coefficient of variation of the windows used (schema 1.1), %
 
 
 ROW_FIELDS = tuple(f.name for f in fields(Row))
@@ -119,6 +123,9 @@ class Report:
     comparisons: list[Comparison]
     compared_nodes: list[dict] = field(default_factory=list)
     series: dict[str, dict | None] | None = None  # the figures' data per model (plots.model_series)
+    max_cv_pct: float = 5.0
+    scenarios: ScenarioTables | None = None  # MLPerf LoadGen scenarios (agent.fleet.scenarios)
+    speedup_ci: dict[tuple, tuple] = field(default_factory=dict)  # per-node tables only: see speedup_intervals
 
     @property
     def models(self) -> list[str]:
@@ -159,7 +166,7 @@ EFFECTIVE_AT = "CASE WHEN {t}.created_at > {t}.received_at THEN {t}.received_at 
 LATEST_SQL = """
 WITH latest AS (
   SELECT r.run_id, r.node_name, r.model, r.backend, r.precision, r.batch_size, r.concurrency,
-         r.throughput_ips, r.p50_ms, r.p99_ms, r.stable, r.created_at,
+         r.throughput_ips, r.p50_ms, r.p99_ms, r.stable, r.created_at, r.cv_pct,
          ROW_NUMBER() OVER (
            PARTITION BY r.node_name, r.model, r.backend, r.precision, r.batch_size, r.concurrency
            ORDER BY r.effective_at DESC, r.id DESC) AS rn
@@ -171,7 +178,7 @@ WITH latest AS (
 )
 SELECT l.node_name, COALESCE(ru.gpu_name, 'cpu'), COALESCE(ru.instance_type, ''), ru.price_per_hour,
        l.model, l.backend, l.precision, l.batch_size, l.concurrency, l.throughput_ips, l.p50_ms,
-       l.p99_ms, l.stable, l.run_id, l.created_at, ru.stack
+       l.p99_ms, l.stable, l.run_id, l.created_at, ru.stack, l.cv_pct
 FROM latest l JOIN runs ru ON ru.id = l.run_id
 WHERE l.rn = 1
 ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concurrency
@@ -181,7 +188,7 @@ ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concur
 RUNS_SQL = """SELECT id, node_name, COALESCE(gpu_name, 'cpu'), COALESCE(instance_type, ''), price_per_hour,
        target, created_at, received_at, stack, {in_window} FROM runs{where}"""
 RESULTS_SQL = """SELECT run_id, node_name, model, format, precision, batch_size, concurrency, throughput_ips,
-       p50_ms, p99_ms, stable, created_at, id FROM results{where}"""
+       p50_ms, p99_ms, stable, created_at, id, cv_pct FROM results{where}"""
 FETCH = 20_000
 
 
@@ -273,11 +280,20 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
     return newest, sides
 
 
+MAX_CV_PCT = 5.0  # default --max-cv: a result whose windows varied more is flagged unstable
 ROW_ORDER = itemgetter(4, 1, 0, 5, 6, 7, 8)  # model, GPU, node, backend, precision, batch, concurrency
 
 
-def _row_tuples(picked) -> list[tuple]:  # noqa: ANN001
-    """Row-field-ordered tuples (speedup and cost derived), sorted like the report."""
+def is_stable(stable: bool, cv_pct: float | None, max_cv_pct: float = MAX_CV_PCT) -> bool:
+    """A result counts as stable when the bench said so (its last windows agreed
+    within the stability threshold) and, where recorded, the coefficient of
+    variation of those windows' throughputs is at most ``max_cv_pct``."""
+    return bool(stable) and (cv_pct is None or cv_pct <= max_cv_pct)
+
+
+def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT) -> list[tuple]:  # noqa: ANN001
+    """Row-field-ordered tuples (speedup and cost derived, stability per ``is_stable``),
+    sorted like the report."""
     picked = list(picked)
     # key: (node, model, backend, precision, batch, concurrency); v[2][7]: throughput
     eager = {(k[0], k[1], k[3], k[4], k[5]): v[2][7] for k, v in picked if k[2] == "eager"}
@@ -286,14 +302,14 @@ def _row_tuples(picked) -> list[tuple]:  # noqa: ANN001
     append = out.append
     for key, (_eff, _rid, t, run) in picked:
         node, model, backend, precision, bs, conc = key
-        created, ips, price = t[11], t[7], run[3]
+        created, ips, price, cv = t[11], t[7], run[3], t[13]
         ts = stamps.get(created)
         if ts is None:
             ts = stamps[created] = datetime.fromisoformat(created) if isinstance(created, str) else created
         base = eager.get((node, model, precision, bs, conc)) or eager.get((node, model, "fp32", bs, conc))
         append((node, run[1], run[2], price, model, backend, precision, bs, conc, ips, t[8], t[9],
-                bool(t[10]), t[0], ts, run[7], ips / base if base else None,
-                None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6))  # cost_per_million
+                bool(t[10]) and (cv is None or cv <= max_cv_pct), t[0], ts, run[7], ips / base if base else None,
+                None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6, cv))  # cost_per_million, cv
     out.sort(key=ROW_ORDER)
     return out
 
@@ -311,12 +327,13 @@ def no_gc():
             gc.enable()
 
 
-def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None) -> list[Row]:  # noqa: ANN001
+def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None,  # noqa: ANN001
+                 max_cv_pct: float = MAX_CV_PCT) -> list[Row]:
     """The newest result of every configuration (of ``run_ids`` only, when given), as Rows."""
     if since is not None and since.tzinfo is not None:
         since = since.astimezone(UTC).replace(tzinfo=None)
     newest, _ = _pick_newest(conn, since, _runs(conn, since, run_ids), run_ids=run_ids)
-    return [Row(*t) for t in _row_tuples(newest.items())]
+    return [Row(*t) for t in _row_tuples(newest.items(), max_cv_pct)]
 
 
 def _derive(rows: list[Row]) -> None:
@@ -417,7 +434,7 @@ def _summaries(tuples: list[tuple], budget: float | None) -> tuple[list[dict], l
         model, gpu, backend, precision, bs, conc = key
         by_gpu.append({
             "model": model, "gpu": gpu, "backend": backend, "precision": precision,
-            "batch_size": bs, "concurrency": conc, "nodes": len({t[0] for t in ts}),
+            "batch_size": bs, "concurrency": conc, "nodes": len(ts),  # one newest result per node here
             "unstable": sum(not t[12] for t in ts),
             "median_ips": _median([t[9] for t in ts]),
             "best_ips": max((t[9] for t in ts if t[12]), default=None),
@@ -469,7 +486,7 @@ def _compare(before: list[Row], after: list[Row], threshold: float, same_node: b
 
 
 def _stack_comparisons(sides: dict[tuple, tuple], pairs: dict[str, tuple[str, str]],
-                       threshold: float) -> tuple[list[Comparison], list[dict]]:
+                       threshold: float, max_cv_pct: float = MAX_CV_PCT) -> tuple[list[Comparison], list[dict]]:
     """Per node: the newest stack against the newest earlier run with a different stack,
     configuration by configuration (``sides`` from the one pass of ``_pick_newest``)."""
     if not pairs:
@@ -480,7 +497,8 @@ def _stack_comparisons(sides: dict[tuple, tuple], pairs: dict[str, tuple[str, st
     comparisons, nodes = [], []
     for node in sorted(pairs):
         before, after = per_node[node]
-        cs = _compare([Row(*t) for t in _row_tuples(before)], [Row(*t) for t in _row_tuples(after)], threshold)
+        cs = _compare([Row(*t) for t in _row_tuples(before, max_cv_pct)],
+                      [Row(*t) for t in _row_tuples(after, max_cv_pct)], threshold)
         comparisons += cs
         nodes.append(_compared_node(node, *pairs[node], cs))
     return comparisons, nodes
@@ -505,24 +523,51 @@ def _nodes(conn) -> list[dict]:  # noqa: ANN001
     return [dict(zip(cols, t)) for t in conn.execute(q)]
 
 
+def speedup_intervals(conn, tuples: list[tuple]) -> dict[tuple, tuple]:  # noqa: ANN001
+    """(run, model, backend, precision, batch, concurrency) -> (low, high, pairs): the
+    95 % interval of the speedup over eager, which only the stored documents hold
+    (schema 1.1). Read for the per-node tables only, i.e. a fleet of at most
+    MAX_NODES_DETAIL nodes: reading every document of a large fleet would cost more
+    than the rest of the report."""
+    import json
+
+    backends = defaultdict(set)
+    for t in tuples:
+        backends[t[13]].add(t[5])
+    out: dict[tuple, tuple] = {}
+    stmt = text("SELECT id, target, document FROM runs WHERE id IN :ids").bindparams(
+        bindparam("ids", expanding=True))
+    for rid, target, doc in conn.execute(stmt, {"ids": sorted(backends)}):
+        for r in json.loads(doc).get("results", []):
+            if r.get("scenario") is None and r.get("speedup_ci_low") is not None:
+                backend = ("triton-" if target == "triton" else "") + r["format"]
+                out[(rid, r["model"], backend, r.get("precision", "fp32"), r["batch_size"],
+                     r.get("concurrency", 1))] = (r["speedup_ci_low"], r["speedup_ci_high"], r.get("speedup_pairs"))
+    return out
+
+
 def build_report(engine: Engine, since: datetime | None = None, threshold_pct: float = 5.0,
-                 p99_budget_ms: float | None = None, compare: tuple[str, str] | None = None) -> Report:
+                 p99_budget_ms: float | None = None, compare: tuple[str, str] | None = None,
+                 max_cv_pct: float = MAX_CV_PCT) -> Report:
     if since is not None and since.tzinfo is not None:
         since = since.astimezone(UTC).replace(tzinfo=None)
     with no_gc():
-        return _build_report(engine, since, threshold_pct, p99_budget_ms, compare)
+        return _build_report(engine, since, threshold_pct, p99_budget_ms, compare, max_cv_pct)
 
 
 def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
-                  p99_budget_ms: float | None, compare: tuple[str, str] | None) -> Report:
+                  p99_budget_ms: float | None, compare: tuple[str, str] | None, max_cv_pct: float) -> Report:
     from agent.fleet.plots import model_series_from_groups
 
     with engine.connect() as conn:
         runs = _runs(conn, since)
         pairs = None if compare else _stack_pairs(runs)
         newest, sides = _pick_newest(conn, since, runs, pairs)
-        tuples = _row_tuples(newest.items())
+        tuples = _row_tuples(newest.items(), max_cv_pct)
         del newest
+        detail = len({r[0] for r in runs.values()}) <= MAX_NODES_DETAIL
+        ci = speedup_intervals(conn, tuples) if detail else {}
+        scenarios = scenario_tables(conn, since)
         if compare:
             found = {r[0] for r in conn.execute(
                 text("SELECT id FROM runs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
@@ -530,7 +575,8 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
             missing = [x for x in compare if x not in found]
             if missing:
                 raise AgentError(f"--compare: no run with id {missing[0]!r} in the database")
-            before, after = _latest_rows(conn, None, [compare[0]]), _latest_rows(conn, None, [compare[1]])
+            before = _latest_rows(conn, None, [compare[0]], max_cv_pct)
+            after = _latest_rows(conn, None, [compare[1]], max_cv_pct)
             # two runs of one node, or of two nodes: matched by configuration
             comparisons = _compare(before, after, threshold_pct, same_node=False)
             compared = []
@@ -538,7 +584,7 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
                 label = before[0].node if before[0].node == after[0].node else f"{before[0].node} → {after[0].node}"
                 compared = [_compared_node(label, before[0].stack, after[0].stack, comparisons)]
         else:
-            comparisons, compared = _stack_comparisons(sides, pairs, threshold_pct)
+            comparisons, compared = _stack_comparisons(sides, pairs, threshold_pct, max_cv_pct)
         nodes = _nodes(conn)
     by_gpu, best, groups = _summaries(tuples, p99_budget_ms)
     per_model: dict[str, dict[tuple, list]] = defaultdict(dict)
@@ -547,7 +593,8 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
     series = {m: model_series_from_groups(m, g) for m, g in per_model.items()}
     return Report(generated_at=datetime.now(UTC), since=since, threshold_pct=threshold_pct,
                   p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples), by_gpu=by_gpu,
-                  best=best, comparisons=comparisons, compared_nodes=compared, series=series)
+                  best=best, comparisons=comparisons, compared_nodes=compared, series=series,
+                  max_cv_pct=max_cv_pct, scenarios=scenarios, speedup_ci=ci)
 
 
 def row_dict(r: Row | Comparison) -> dict:

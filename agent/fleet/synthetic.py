@@ -3,7 +3,13 @@
 Numbers follow the shape of real measurements: each GPU has a speed factor,
 each backend a speedup over eager, throughput grows sub-linearly with the
 batch size and latency grows with concurrency; a little seeded noise keeps
-nodes of the same GPU apart. Prices are on-demand list prices ($/hour)."""
+nodes of the same GPU apart. Prices are on-demand list prices ($/hour).
+
+Schema 1.1 extras, when asked for (``fleet`` asks): every result's window
+variation (``cv_pct``, an occasional noisy one above the report's limit), the
+speedup's 95 % interval, and MLPerf LoadGen scenario results (offline, server,
+single-stream, multi-stream) for the first models, a few of them INVALID with
+LoadGen's reasons."""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from agent.schema import BenchResult, BenchSettings, LatencyStats, NodeFacts, ResultDocument
+from agent.schema import BenchResult, BenchSettings, LatencyStats, NodeFacts, ResultDocument, ScenarioResult
 
 
 @dataclass(frozen=True)
@@ -83,10 +89,49 @@ def make_result(model: str, fmt: str, batch: int, concurrency: int, speed: float
                        triton_model=None if fmt == "eager" else f"{model}_{fmt}")
 
 
+SCENARIO_METRIC = {"offline": "samples_per_second", "server": "scheduled_qps",
+                   "single-stream": "p90_latency_ms", "multi-stream": "p99_latency_ms"}
+SERVER_BOUND_MS = 15.0
+
+
+def make_scenario_result(model: str, fmt: str, scenario: str, speed: float, rng: random.Random,
+                         valid: bool = True) -> BenchResult:
+    """One LoadGen scenario at batch 1: offline runs flat out, the server scenario at
+    the highest QPS whose p99 stays within SERVER_BOUND_MS, single-stream one query at
+    a time (p90), multi-stream 8 samples per query (p99 per query)."""
+    r = make_result(model, fmt, 1, 1, speed, rng)
+    lat = r.latency_ms
+    spq = 8 if scenario == "multi-stream" else 1
+    value = {"offline": r.throughput_ips * 1.1, "server": r.throughput_ips * 0.8,
+             "single-stream": lat.p90, "multi-stream": lat.p99 * 5.5}[scenario]
+    reasons = []
+    if not valid:
+        reasons = {"server": [f"99.00 percentile latency {SERVER_BOUND_MS * 1.4:.2f} ms > target latency "
+                              f"{SERVER_BOUND_MS:.0f} ms", "Reduce target QPS to improve latency."],
+                   "offline": ["Min duration satisfied : NO", "Increase expected QPS so the loadgen "
+                               "pre-generates a larger (coalesced) query."]}.get(scenario,
+                                                                              ["Min queries satisfied : NO"])
+    r.scenario = ScenarioResult(
+        name=scenario, valid=valid, invalid_reasons=reasons, metric=SCENARIO_METRIC[scenario],
+        metric_value=value, samples_per_query=spq,
+        target_qps=value if scenario in ("offline", "server") else None,
+        target_latency_ms=SERVER_BOUND_MS if scenario == "server" else None,
+        latency_percentile=99.0 if scenario in ("server", "multi-stream") else 90.0,
+        min_duration_ms=600_000, min_query_count=100 if scenario != "offline" else 1,
+        queries=max(100, int(r.throughput_ips * 600 / spq)), samples=max(100, int(r.throughput_ips * 600)),
+        qps_tried=[value * 1.2, value] if scenario == "server" else [], loadgen_version="4.1")
+    return r
+
+
 def make_document(node: NodeFacts, models=("resnet18",), formats=tuple(BACKEND_SPEEDUP),  # noqa: ANN001
                   batch_sizes=(1, 8), concurrencies=(1,), created_at: datetime | None = None,
                   seed: int = 0, speed: float | None = None, doc_id: str | None = None,
-                  target: str = "inprocess") -> ResultDocument:
+                  target: str = "inprocess", scenarios=(), scenario_models=None,  # noqa: ANN001
+                  invalid=(), stability: bool = False) -> ResultDocument:
+    """``scenarios``: LoadGen scenarios measured for ``scenario_models`` (default: the first
+    model) on every format; ``invalid``: the (model, format, scenario) among them that
+    LoadGen called INVALID. ``stability``: set cv_pct on every result and the speedup's
+    95 % interval on every non-eager one (schema 1.1)."""
     rng = random.Random(f"{node.node_name}-{seed}")
     speed = gpu_of(node).speed * rng.uniform(0.95, 1.05) if speed is None else speed
     results = [make_result(m, f, b, c, speed, rng)
@@ -95,6 +140,18 @@ def make_document(node: NodeFacts, models=("resnet18",), formats=tuple(BACKEND_S
         eager = next((e for e in results if e.format == "eager" and e.model == r.model
                       and e.batch_size == r.batch_size and e.concurrency == r.concurrency), None)
         r.speedup_vs_eager = r.throughput_ips / eager.throughput_ips if eager else None
+    if stability:  # a separate stream: the sweep's numbers stay those of a 1.0 document
+        extra_rng = random.Random(f"{node.node_name}-{seed}-1.1")
+        for r in results:
+            r.cv_pct = extra_rng.uniform(6.0, 9.0) if extra_rng.random() < 0.01 else extra_rng.uniform(0.2, 3.0)
+            if r.speedup_vs_eager is not None and r.format != "eager":
+                half = r.speedup_vs_eager * extra_rng.uniform(0.01, 0.04)
+                r.speedup_ci_low, r.speedup_ci_high = r.speedup_vs_eager - half, r.speedup_vs_eager + half
+                r.speedup_pairs = 5
+    invalid = set(invalid)
+    results += [make_scenario_result(m, f, s, speed, rng, valid=(m, f, s) not in invalid)
+                for m in (models[:1] if scenario_models is None else scenario_models)
+                for f in formats for s in scenarios]
     extra = {"id": doc_id} if doc_id else {}
     return ResultDocument(
         created_at=created_at or datetime.now(UTC), target=target, node=node,
@@ -103,10 +160,23 @@ def make_document(node: NodeFacts, models=("resnet18",), formats=tuple(BACKEND_S
     )
 
 
+FLEET_SCENARIO_MODELS = 3
+
+
 def fleet(n_nodes: int, models=tuple(MODELS), formats=tuple(BACKEND_SPEEDUP),  # noqa: ANN001
-          batch_sizes=(1, 8, 32), concurrencies=(1,), start: datetime | None = None):
-    """One document per node (a generator: a fleet does not need to fit in memory)."""
+          batch_sizes=(1, 8, 32), concurrencies=(1,), start: datetime | None = None,
+          scenarios=tuple(SCENARIO_METRIC)):  # noqa: ANN001
+    """One document per node (a generator: a fleet does not need to fit in memory), with
+    the LoadGen ``scenarios`` for the first FLEET_SCENARIO_MODELS models on every format:
+    every 10th node has one INVALID server run, every 25th one INVALID offline run."""
     start = start or datetime(2025, 1, 1, tzinfo=UTC)
+    sm = models[:FLEET_SCENARIO_MODELS]
     for i in range(n_nodes):
+        invalid = []
+        if sm and i % 10 == 3:
+            invalid.append((sm[0], formats[-1], "server"))
+        if sm and i % 25 == 7:
+            invalid.append((sm[-1], formats[0], "offline"))
         yield make_document(make_node(i), models, formats, batch_sizes, concurrencies,
-                            created_at=start + timedelta(minutes=i), seed=i)
+                            created_at=start + timedelta(minutes=i), seed=i, scenarios=scenarios,
+                            scenario_models=sm, invalid=invalid, stability=True)
