@@ -1,43 +1,54 @@
-"""`make bench-local`: speedup of the best engine over eager PyTorch on this CPU.
+"""`make bench-local`: speedup of each engine over eager PyTorch on this CPU.
 
 Builds (incrementally) TorchScript + ONNX engines of resnet18, resnet50,
-mobilenet_v3_small and squeezenet1_1 with max batch 8, then:
+mobilenet_v3_small and squeezenet1_1 with max batch 8, then per model:
 
-1. the regular in-process bench (eager, TorchScript, ONNX Runtime; batch 1
-   and 8; percentiles; result document in out/bench-local/result.json);
-2. the headline figure, measured *interleaved* so that a noisy shared machine
-   hits every format alike: for each model and batch, ``--rounds`` rounds of
-   one timed window per format (eager, TorchScript, ONNX in turn); each round
-   gives a throughput ratio engine/eager; the median over rounds is the
-   speedup, and the best engine is the format with the highest median."""
+1. *interleaved* — the agent's own in-process bench (``agent bench --rounds``):
+   ``--rounds`` rounds of one window per format (eager, TorchScript, ONNX in
+   turn, reversed every other round); speedup = geometric mean of the per-round
+   ratios engine/eager with its 95 % interval, so load drift cancels out.
+   Percentiles, stability and memory: the full table; the result document goes
+   to out/bench-local/result.json;
+2. *separate*, for comparison — the same ratio measured the way the agent used
+   to: each format's windows repeated until stable, one format after the other,
+   ratio of their throughputs, so whatever the machine's load did between the
+   two measurements lands in the ratio.
+
+Every figure is printed with the 1-minute load average while it was measured;
+a separate figure outside the interleaved interval is marked †."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.table import Table
 
-from agent.bench.inprocess import run_inprocess
+from agent.bench.inprocess import load_and_warm, release_memory, run_inprocess, window_runner
+from agent.bench.measure import measure_until_stable
 from agent.bench.options import BenchOptions
 from agent.bench.table import print_results
 from agent.build import BuildOptions, failures_error, print_summary, run_build
 from agent.config import load_config
 from agent.fsutil import atomic_write_text
+from agent.manifest import engine_name, load_manifest
 from agent.ui import console
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v3_small", "squeezenet1_1"]
+ENGINES = ("torchscript", "onnx")
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/bench-local"))
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--batch-sizes", default="1,8")
     ap.add_argument("--duration", type=float, default=1.0, help="seconds per window")
-    ap.add_argument("--max-windows", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds per model/batch")
+    ap.add_argument("--max-windows", type=int, default=4, help="separate measurement: windows per format at most")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds per model and batch")
     args = ap.parse_args()
     models = args.models.split(",")
     batches = [int(b) for b in args.batch_sizes.split(",")]
@@ -48,65 +59,68 @@ def main() -> int:
     if (err := failures_error(outcomes)) is not None:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    doc = run_inprocess(BenchOptions(models=models, formats=["eager", "torchscript", "onnx"],
-                                     batch_sizes=batches, engines_dir=engines, warmup=3,
-                                     window_seconds=args.duration, max_windows=args.max_windows),
-                        load_config())
+    opts = BenchOptions(formats=["eager", *ENGINES], batch_sizes=batches, engines_dir=engines, warmup=3,
+                        window_seconds=args.duration, max_windows=args.max_windows, rounds=args.rounds)
+    config = load_config()
+    doc, rows = None, []
+    for m in models:
+        one = replace(opts, models=[m])
+        load0 = os.getloadavg()[0]
+        d = run_inprocess(one, config)
+        load_inter = (load0, os.getloadavg()[0])
+        sep, load_sep = separate_speedups(one)
+        if doc is None:
+            doc = d
+        else:
+            doc.results += d.results
+        for b in batches:
+            got = {r.format: r for r in d.results if r.batch_size == b}
+            rows.append((m, b, got, sep[b], load_inter, load_sep))
+
     print_results(doc)
     atomic_write_text(args.out / "result.json", doc.model_dump_json(indent=2) + "\n")
-
-    speedups = interleaved_speedups(models, batches, engines, args.duration, args.rounds)
-    t = Table(title=f"best engine vs eager: median throughput ratio over {args.rounds} interleaved "
-                    "rounds (same process, same inputs)", title_justify="left")
-    for c in ("model", "batch", "eager inf/s", "torchscript", "onnx", "best engine", "speedup"):
-        t.add_column(c, justify="left" if c in ("model", "best engine") else "right")
-    for (m, b), (eager_ips, ratios) in speedups.items():
-        best = max(ratios, key=ratios.get)
-        t.add_row(m, str(b), f"{eager_ips:.1f}", f"{ratios['torchscript']:.2f}x",
-                  f"{ratios['onnx']:.2f}x", best, f"[bold]{ratios[best]:.2f}x[/]")
+    t = Table(title=f"engine vs eager on {doc.node.cpu} ({doc.node.cpu_count} CPUs): interleaved = geometric "
+                    f"mean over {args.rounds} rounds [95 % interval]; separate = one format after the "
+                    "other (the old way); load = 1-min load average during each",
+              title_justify="left")
+    for c in ("model", "batch", "eager inf/s", *(f"{f} {how}" for f in ENGINES for how in ("interleaved", "separate")),
+              "load interleaved", "load separate"):
+        t.add_column(c, justify="left" if c == "model" else "right")
+    for m, b, got, sep, li, ls in rows:
+        cells = []
+        for f in ENGINES:
+            r = got[f]
+            cells.append(f"{r.speedup_vs_eager:.2f}x [{r.speedup_ci_low:.2f}–{r.speedup_ci_high:.2f}]")
+            outside = not r.speedup_ci_low <= sep[f] <= r.speedup_ci_high
+            cells.append(f"{sep[f]:.2f}x" + (" †" if outside else ""))
+        t.add_row(m, str(b), f"{got['eager'].throughput_ips:.1f}", *cells,
+                  f"{li[0]:.1f}–{li[1]:.1f}", f"{ls[0]:.1f}–{ls[1]:.1f}")
     from rich.console import Console
 
-    (console if console.is_terminal else Console(width=160)).print(t)
+    (console if console.is_terminal else Console(width=200)).print(t)
     print(f"result document: {args.out / 'result.json'}")
     return 0
 
 
-def interleaved_speedups(models, batches, engines: Path, window_s: float, rounds: int):
-    """{(model, batch): (eager inf/s median, {format: median ratio vs eager})}."""
-    import statistics
-    import time
-
-    from agent.manifest import load_manifest
-    from agent.runtimes import eager_runner, load_runner
-    from agent.verify import random_batch
-
-    manifest = load_manifest(engines, missing_ok=False)
-    out = {}
-    for m in models:
-        runners = {"eager": eager_runner(m, device="cpu")}
-        for f in ("torchscript", "onnx"):
-            runners[f] = load_runner(manifest.engines[f"{m}_{f}"], engines)
-        for b in batches:
-            x = random_batch(b, runners["eager"].input_shape)
-            prepared = {f: r.prepare(x) for f, r in runners.items()}
-            for f, r in runners.items():  # warm-up
-                for _ in range(2):
-                    r.infer(prepared[f])
-            ips: dict[str, list[float]] = {f: [] for f in runners}
-            for _ in range(rounds):
-                for f, r in runners.items():
-                    n, start = 0, time.perf_counter()
-                    while n == 0 or time.perf_counter() - start < window_s:
-                        r.infer(prepared[f])
-                        n += 1
-                    ips[f].append(n * b / (time.perf_counter() - start))
-            ratios = {f: statistics.median(a / e for a, e in zip(ips[f], ips["eager"], strict=True))
-                      for f in runners if f != "eager"}
-            out[(m, b)] = (statistics.median(ips["eager"]), ratios)
-            print(f"{m} batch {b}: " + ", ".join(f"{f} {v:.2f}x" for f, v in ratios.items()),
-                  file=sys.stderr)
-        del runners
-    return out
+def separate_speedups(opts: BenchOptions) -> tuple[dict[int, dict[str, float]], tuple[float, float]]:
+    """({batch: {engine: throughput / eager throughput}}, load average at start and end), each
+    format loaded and measured until stable (all batch sizes) before the next one is loaded."""
+    manifest = load_manifest(opts.engines_dir)
+    (model,) = opts.models
+    load0 = os.getloadavg()[0]
+    ips: dict[str, dict[int, float]] = {}
+    for f in opts.formats:
+        rec = None if f == "eager" else manifest.engines[engine_name(model, f, opts.precision)]
+        release_memory()
+        runner, inputs = load_and_warm(model, rec, opts, "cpu")
+        ips[f] = {b: measure_until_stable(window_runner(runner, inputs[b], opts), b, opts.stability_pct,
+                                          opts.max_windows).throughput_ips
+                  for b in opts.batch_sizes}
+        del runner, inputs
+    ratios = {b: {f: ips[f][b] / ips["eager"][b] for f in ENGINES} for b in opts.batch_sizes}
+    print(f"{model} separate: " + ", ".join(f"batch {b} " + " ".join(f"{f} {v:.2f}x" for f, v in r.items())
+                                            for b, r in ratios.items()), file=sys.stderr)
+    return ratios, (load0, os.getloadavg()[0])
 
 
 if __name__ == "__main__":

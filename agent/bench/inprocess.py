@@ -21,6 +21,13 @@ device once and every request is CUDA-synchronised. Per model, in two phases:
    come from each format's own last 3 windows
    (:func:`agent.bench.measure.summarize`).
 
+Interleaving cancels a load that changes; it cannot cancel one that hurts the
+formats unequally. On oversubscribed CPUs (load average above the CPU count)
+PyTorch's OpenMP threads collapse (eager mobilenet_v3_small batch 1, 2 CPUs,
+load 7: 1.9 inf/s with 2 threads, 37 with 1) while ONNX Runtime's pool
+degrades gently, so the bench warns when the load average exceeded the CPU
+count.
+
 Memory: ``peak_host_mem_mb`` is what the measured engine itself costs, taken
 in phase 1 while it alone runs: the peak resident set size (RSS) of this
 process, sampled with psutil every 20 ms from loading the engine to the end of
@@ -36,6 +43,8 @@ TensorRT and ONNX Runtime internal allocations are not in it)."""
 from __future__ import annotations
 
 import gc
+import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -206,6 +215,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
 
     on_gpu = device == "cuda"
     results: list[BenchResult] = []
+    peak_load = os.getloadavg()[0]
     total = sum(len(items) + len(opts.batch_sizes) for _, items in plan)
     with progress() as p:
         task = p.add_task("benchmarking", total=total)
@@ -229,6 +239,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                 windows = measure_interleaved(
                     {f: window_runner(r, inputs[f][b], opts) for f, r in runners.items()},
                     opts.stability_pct, opts.max_windows, opts.rounds)
+                peak_load = max(peak_load, os.getloadavg()[0])
                 for fmt, ws in windows.items():
                     m = summarize(ws, b, is_stable(ws, opts.stability_pct))
                     results.append(BenchResult(
@@ -242,6 +253,11 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
             del runners, inputs
         p.update(task, description="done")
     release_memory()
+    if peak_load > (os.cpu_count() or 1):
+        print(f"warning: load average {peak_load:.1f} on {os.cpu_count()} CPUs during the bench: "
+              "PyTorch's OpenMP threads (eager, TorchScript) slow down out of proportion on "
+              "oversubscribed CPUs, so speedups over eager are inflated; measure on a quiet node",
+              file=sys.stderr)
     return ResultDocument(
         target="inprocess",
         node=node_facts(config),
