@@ -402,11 +402,14 @@ def _mixed_fleet(engine):
     price, a --since-worthy spread of times: what the one-pass selection must get right."""
     models, formats = ("resnet18", "alexnet"), ("eager", "onnx", "tensorrt")
     docs = [make_document(make_node(i), models, formats, (1, 8), (1, 2), created_at=T0 + timedelta(minutes=i),
-                          seed=i, stability=i % 2 == 0) for i in range(8)]  # cv_pct on some nodes only
+                          seed=i, stability=i % 2 == 0, scenarios=("offline", "single-stream") if i < 3 else (),
+                          invalid=[("resnet18", "eager", "single-stream")] if i == 1 else ())
+            for i in range(8)]  # cv_pct on some nodes only; LoadGen scenarios on three
     docs.append(make_document(make_node(1), ("resnet18",), ("onnx",), (1,), created_at=T0 + timedelta(hours=1),
-                              seed=50))  # newer measurement of some of node-0001's configurations
+                              seed=50, scenarios=("offline",)))  # newer measurement of some of node-0001's configurations
     docs.append(make_document(make_node(2), ("resnet18",), ("onnx",), (1, 8), created_at=T0 + timedelta(hours=2),
-                              seed=51, target="triton"))
+                              seed=51, target="triton", scenarios=("server", "offline"),
+                              invalid=[("resnet18", "onnx", "server")]))
     docs.append(make_document(make_node(3, driver_version="550.54.15"), models, formats, (1, 8), (1, 2),
                               created_at=T0 + timedelta(days=1), seed=52))  # an upgraded node
     docs.append(make_document(make_node(9, price_per_hour=None), ("alexnet",), ("eager", "onnx"), (1,),
@@ -427,6 +430,7 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
     from agent.fleet.data import (LATEST_SQL, Row, Rows, _best, _by_gpu, _compare, _derive,
                                   build_report, is_stable)
     from agent.fleet.plots import model_series
+    from agent.fleet.scenarios import SCENARIOS_SQL, tables_from_rows
 
     engine = make_engine(db_url)
     migrate(engine)
@@ -446,6 +450,11 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
                 if isinstance(r.created_at, str):
                     r.created_at = datetime.fromisoformat(r.created_at)
             _derive(ref)
+            with engine.connect() as conn:  # scenarios: the same pass = the reference window query
+                sc_ref = tables_from_rows(conn, list(conn.execute(text(SCENARIOS_SQL.format(
+                    where="" if since is None else "AND res.created_at >= :since AND ru0.received_at >= :since")),
+                    params)))
+            assert report.scenarios == sc_ref and report.scenarios.rows
             key = lambda r: (r.model, r.gpu, r.node, r.backend, r.precision, r.batch_size, r.concurrency)  # noqa: E731
             rows = list(report.rows)
             assert sorted(rows, key=key) == sorted(ref, key=key) and rows == sorted(rows, key=key)

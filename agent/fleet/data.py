@@ -188,7 +188,8 @@ ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concur
 RUNS_SQL = """SELECT id, node_name, COALESCE(gpu_name, 'cpu'), COALESCE(instance_type, ''), price_per_hour,
        target, created_at, received_at, stack, {in_window} FROM runs{where}"""
 RESULTS_SQL = """SELECT run_id, node_name, model, format, precision, batch_size, concurrency, throughput_ips,
-       p50_ms, p99_ms, stable, created_at, id, cv_pct FROM results{where}"""
+       p50_ms, p99_ms, stable, created_at, id, cv_pct, scenario, scenario_valid, scenario_metric
+FROM results{where}"""
 FETCH = 20_000
 
 
@@ -245,27 +246,38 @@ def _stack_pairs(runs: dict[str, tuple]) -> dict[str, tuple[str, str]]:
 
 def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: ANN001
                  pairs: dict[str, tuple[str, str]] | None = None,
-                 run_ids: list[str] | None = None) -> tuple[dict, dict]:
+                 run_ids: list[str] | None = None, scenarios: dict | None = None) -> tuple[dict, dict]:
     """One pass over the results: the newest of every configuration (and, for the
     nodes in ``pairs``, the newest per configuration among the before-stack runs and
-    among the after-stack runs). Values are (effective time, result id, raw row, run)."""
-    conds, params = ["scenario IS NULL"], {}  # concurrency sweeps; MLPerf scenarios have their own table
+    among the after-stack runs). Values are (effective time, result id, raw row, run).
+    MLPerf scenario results are configurations of their own (scenario in place of
+    concurrency): with a ``scenarios`` dict, the newest of each is picked into it in the
+    same pass (one scan of the table); without, they are not read."""
+    conds, params = [] if scenarios is not None else ["scenario IS NULL"], {}
     if since is not None:
         conds.append("created_at >= :since")  # ix_results_created; the run's received_at is checked via ``runs``
         params["since"] = since
     if run_ids is not None:
         conds.append("run_id IN :run_ids")
         params["run_ids"] = list(run_ids)
-    sql = RESULTS_SQL.format(where=" WHERE " + " AND ".join(conds))
+    sql = RESULTS_SQL.format(where=(" WHERE " + " AND ".join(conds)) if conds else "")
     newest: dict[tuple, tuple] = {}
     sides: dict[tuple, tuple] = {}
     get, sget = newest.get, sides.get
+    if scenarios is None:
+        scenarios = {}
     for t in _raw(conn, sql, params, ("run_ids",) if run_ids is not None else ()):
         run = runs.get(t[0])
         if run is None:
             continue
         created, received, rid = t[11], run[6], t[12]
         eff = received if created > received else created
+        if t[14] is not None:  # an MLPerf scenario
+            key = (t[1], t[2], "triton-" + t[3] if run[4] else t[3], t[4], t[5], t[14])
+            old = scenarios.get(key)
+            if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
+                scenarios[key] = (eff, rid, t, run)
+            continue
         key = (t[1], t[2], "triton-" + t[3] if run[4] else t[3], t[4], t[5], t[6])
         old = get(key)
         if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
@@ -562,12 +574,13 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
     with engine.connect() as conn:
         runs = _runs(conn, since)
         pairs = None if compare else _stack_pairs(runs)
-        newest, sides = _pick_newest(conn, since, runs, pairs)
+        picked_scenarios: dict[tuple, tuple] = {}
+        newest, sides = _pick_newest(conn, since, runs, pairs, scenarios=picked_scenarios)
         tuples = _row_tuples(newest.items(), max_cv_pct)
         del newest
         detail = len({r[0] for r in runs.values()}) <= MAX_NODES_DETAIL
         ci = speedup_intervals(conn, tuples) if detail else {}
-        scenarios = scenario_tables(conn, since)
+        scenarios = scenario_tables(conn, picked_scenarios)
         if compare:
             found = {r[0] for r in conn.execute(
                 text("SELECT id FROM runs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
@@ -590,7 +603,11 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
     per_model: dict[str, dict[tuple, list]] = defaultdict(dict)
     for (model, *key), ts in groups.items():
         per_model[model][tuple(key)] = ts
-    series = {m: model_series_from_groups(m, g) for m, g in per_model.items()}
+    medians: dict[str, dict[tuple, tuple]] = defaultdict(dict)  # the summary's, reused by the figures
+    for g in by_gpu:
+        medians[g["model"]][(g["gpu"], g["backend"], g["precision"], g["batch_size"], g["concurrency"])] = (
+            g["median_ips"], g["median_p99_ms"])
+    series = {m: model_series_from_groups(m, g, medians[m]) for m, g in per_model.items()}
     return Report(generated_at=datetime.now(UTC), since=since, threshold_pct=threshold_pct,
                   p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples), by_gpu=by_gpu,
                   best=best, comparisons=comparisons, compared_nodes=compared, series=series,

@@ -27,29 +27,41 @@ COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e3
           "#bcbd22", "#17becf")
 
 
-def model_series_from_groups(model: str, groups: dict[tuple, list[tuple]]) -> dict | None:
+def model_series_from_groups(model: str, groups: dict[tuple, list[tuple]],
+                             medians: dict[tuple, tuple] | None = None) -> dict | None:
     """Throughput and p99 against batch size, one line per node (up to
     MAX_NODE_GROUPS nodes) or per GPU (medians over its nodes) and backend, at
     the lowest concurrency measured. ``groups``: (GPU, backend, precision, batch,
-    concurrency) -> Row-ordered tuples of one model (``data._summaries``)."""
+    concurrency) -> Row-ordered tuples of one model (``data._summaries``);
+    ``medians``: the same key -> (median throughput, median p99) where already
+    computed (the per-GPU summary), used for a point made of one group only."""
     if not groups:
         return None
     conc = min(k[4] for k in groups)
     sel = {k: ts for k, ts in groups.items() if k[4] == conc}
     by_node = len({t[0] for ts in sel.values() for t in ts}) <= MAX_NODE_GROUPS
     points: dict[tuple[str, str], dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
-    for (gpu, backend, _precision, bs, _conc), ts in sel.items():
+    parts: dict[tuple[str, str, int], list[tuple]] = defaultdict(list)  # the groups behind each point
+    for key, ts in sel.items():
+        gpu, backend, _precision, bs, _conc = key
         if by_node:
             for t in ts:
                 points[(f"{t[0]} ({t[1]})", backend)][bs].append(t)
         else:
             points[(gpu, backend)][bs].extend(ts)
+            parts[(gpu, backend, bs)].append(key)
     lines = []
     for (group, backend), by_batch in sorted(points.items()):
         xs = sorted(by_batch)
-        lines.append((group, backend, xs,
-                      [statistics.median(t[9] for t in by_batch[x]) for x in xs],
-                      [statistics.median(t[11] for t in by_batch[x]) for x in xs]))
+        meds = []
+        for x in xs:
+            keys = parts.get((group, backend, x), ())
+            if medians is not None and len(keys) == 1 and keys[0] in medians:
+                meds.append(medians[keys[0]])
+            else:
+                meds.append((statistics.median(t[9] for t in by_batch[x]),
+                             statistics.median(t[11] for t in by_batch[x])))
+        lines.append((group, backend, xs, [m[0] for m in meds], [m[1] for m in meds]))
     who = "node" if by_node else "GPU (median over nodes)"
     return {"title": f"{model} — by {who} and backend, concurrency {conc}", "lines": lines,
             "batches": sorted({k[3] for k in sel})}

@@ -6,7 +6,9 @@ model × backend (``onnx``, or ``triton-onnx`` when served) × precision × batc
 the scenario's MLPerf metric (``results.scenario_metric``): samples/s
 (offline), scheduled QPS at the p99 latency bound (server), p90 latency
 (single-stream), p99 latency per query (multi-stream). LoadGen's verdict is
-``scenario_valid``; an INVALID result is listed with LoadGen's reasons (read
+``scenario_valid``; the newest results are picked in the report's one pass
+over the results table (``data._pick_newest``; ``SCENARIOS_SQL`` is the
+reference the tests compare with). An INVALID result is listed with LoadGen's reasons (read
 from the stored document of its run — INVALID results are few, so only those
 documents are read) and is never ranked: medians, "best" and the ranking use
 VALID results only."""
@@ -29,6 +31,7 @@ METRIC = {  # scenario -> (metric, unit, higher is better)
 }
 ORDER = tuple(METRIC)  # offline, server, single-stream, multi-stream
 
+# reference query (tests): the newest scenario result per configuration, by window function
 SCENARIOS_SQL = """
 WITH latest AS (
   SELECT r.*, ROW_NUMBER() OVER (
@@ -96,12 +99,18 @@ def _reasons(conn, wanted: dict[str, list[tuple]]) -> dict[tuple, str]:  # noqa:
     return out
 
 
-def scenario_tables(conn, since: datetime | None) -> ScenarioTables:  # noqa: ANN001
-    where, params = "", {}
-    if since is not None:
-        where = ("AND res.created_at >= :since AND ru0.received_at >= :since")
-        params["since"] = since
-    raw = list(conn.execute(text(SCENARIOS_SQL.format(where=where)), params))
+def scenario_tables(conn, picked: dict[tuple, tuple]) -> ScenarioTables:  # noqa: ANN001
+    """The tables from the newest scenario results that ``data._pick_newest`` picked in its
+    pass ((node, model, backend, precision, batch, scenario) -> (effective time, id,
+    raw result row, run)); equal to SCENARIOS_SQL's rows (the tests compare)."""
+    raw = [(key[0], run[1], key[1], key[2], key[3], key[4], key[5], t[15], t[16], t[0], t[11], t[3])
+           for key, (_eff, _id, t, run) in picked.items()]
+    return tables_from_rows(conn, raw)
+
+
+def tables_from_rows(conn, raw: list[tuple]) -> ScenarioTables:  # noqa: ANN001
+    """``raw``: SCENARIOS_SQL-shaped tuples (node, GPU, model, backend, precision, batch,
+    scenario, valid, metric value, run, created, format)."""
     wanted: dict[str, list[tuple]] = defaultdict(list)
     for t in raw:
         if not t[7]:
