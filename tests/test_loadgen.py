@@ -134,8 +134,11 @@ def test_server_search_logic():
     assert best.valid and 37 / 1.05 <= best.target_qps <= 37 and tried[:3] == [10, 20, 40]
     best, tried = search_server_qps(run_at, 10, 2)
     assert tried == [10, 20] and best.target_qps == 20
-    best, tried = search_server_qps(lambda q: Run("server", Path("."), False, ["x"], {}, q, {}, 1.0), 8, 20)
-    assert not best.valid and tried[-1] < 1  # halved down to the floor
+    never = lambda q: Run("server", Path("."), False, ["x"], {}, q, {}, 1.0)  # noqa: E731
+    best, tried = search_server_qps(never, 8, 20)
+    assert not best.valid and tried == [8, 4, 2, 1, 0.5]  # halved down to the floor
+    best, tried = search_server_qps(never, 8, 20, floor_qps=3)
+    assert tried == [8, 4, 3] and best.target_qps == 3
 
 
 # ------------------------------------------------------------------ Triton

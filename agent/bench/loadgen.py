@@ -59,7 +59,9 @@ Server QPS search
 As submitters do, ``server_target_qps`` is searched for the highest value LoadGen
 calls VALID: start at half the measured capacity, double while VALID (halve while
 INVALID) to bracket, then bisect until the bracket is within 5 % or ``max_steps``
-LoadGen runs were made. Every run's target QPS is recorded in order
+LoadGen runs were made. Halving stops at the QPS that keeps the SUT busy 10 % of the
+time (from the measured single-sample latency): a run still INVALID there misses the
+bound on service time alone, and slower schedules would only make each run longer. Every run's target QPS is recorded in order
 (``qps_tried``); the result is the highest VALID run (its ``scheduled`` QPS is the
 metric), or the last run, INVALID, when none was valid."""
 
@@ -87,6 +89,7 @@ CONF_MODEL = "resnet50"  # the classification benchmark whose mlperf.conf entrie
 QSL_SAMPLES = 64
 SEARCH_TOLERANCE = 0.05
 MIN_SERVER_QPS = 0.5
+LIGHT_LOAD = 0.1  # the server search's floor: SUT busy 10 % of the time
 
 
 @dataclass(frozen=True)
@@ -385,21 +388,27 @@ def run_loadgen(backend: Backend, scenario: str, over: Overrides, hint: Calibrat
 
 
 # --------------------------------------------------------------- server search
+def light_load_qps(hint: Calibration, workers: int) -> float:
+    """The QPS at which the SUT is busy ``LIGHT_LOAD`` of the time: an INVALID run there
+    fails the bound on service time alone, and a lower QPS would not make it VALID."""
+    return max(MIN_SERVER_QPS, LIGHT_LOAD * workers / max(hint.sample_latency_s, 1e-6))
+
+
 def search_server_qps(run_at: Callable[[float], Run], start_qps: float, max_steps: int,
-                      on_step: Callable[[Run], None] = lambda r: None) -> tuple[Run, list[float]]:
-    """Highest VALID ``server_target_qps``: bracket by doubling / halving, then bisect."""
+                      floor_qps: float = MIN_SERVER_QPS) -> tuple[Run, list[float]]:
+    """Highest VALID ``server_target_qps``: bracket by doubling / halving (not below
+    ``floor_qps``), then bisect."""
     tried: list[float] = []
     best: Run | None = None
     last: Run | None = None
     lo = hi = None  # highest VALID, lowest INVALID target
-    qps = max(start_qps, MIN_SERVER_QPS)
+    qps = max(start_qps, floor_qps)
     while len(tried) < max_steps:
         qps = round(qps, 2)
         if qps in tried:
             break
         run = run_at(qps)
         tried.append(qps)
-        on_step(run)
         last = run
         if run.valid:
             if best is None or qps > (best.target_qps or 0):
@@ -414,8 +423,8 @@ def search_server_qps(run_at: Callable[[float], Run], start_qps: float, max_step
         elif lo is not None:
             qps = lo * 2
         else:
-            qps = hi / 2
-            if qps < MIN_SERVER_QPS:
+            if qps <= floor_qps:
                 break
+            qps = max(hi / 2, floor_qps)
     assert last is not None
     return (best or last), tried

@@ -105,7 +105,8 @@ def measure(backend: lgm.Backend, opts: BenchOptions, tag: str, status) -> tuple
 
     if opts.server_qps is not None:
         return run_at(opts.server_qps), [opts.server_qps]
-    return lgm.search_server_qps(run_at, hint.samples_per_s / 2, opts.server_steps)
+    return lgm.search_server_qps(run_at, hint.samples_per_s / 2, opts.server_steps,
+                                 lgm.light_load_qps(hint, len(backend.infers)))
 
 
 def _settings(opts: BenchOptions, url: str | None = None) -> BenchSettings:
