@@ -1,22 +1,38 @@
-"""Serving efficiency: resnet18 batch 1, in-process vs served by Triton, in one run.
+"""Serving: the agent's load generator against perf_analyzer, and served vs in-process.
 
-1. builds (or reuses) the resnet18 ONNX engine and writes its Triton repository
-   (python backend: the bundled CPU tritonserver);
-2. measures the engine in-process (agent.bench.inprocess, the same runtime the
-   served model uses);
-3. starts Triton (native runtime, free loopback ports), measures it with
-   agent.bench.served at concurrency 1, 2 and 4;
-4. runs perf_analyzer (tritonclient 2.48.0's binary in .venv-pa, see
-   ENVIRONMENT.md) against the same server when it is installed;
-5. prints throughputs and the ratio served / in-process (serving efficiency),
-   and stops the server.
+One Triton (the bundled CPU tritonserver, python backend) serves the resnet18
+ONNX engine; everything below runs against it, batch 1.
 
-Usage: .venv/bin/python benchmarks/bench_serving.py [--out out/bench-serving] [--duration 2]"""
+1. *Served / in-process* (issue P2): interleaved rounds, one window each per
+   round in counterbalanced order (A B C .., .. C B A): the engine in this
+   process with agent.runtimes' default session (what ``agent bench`` reports),
+   the same engine with the served model's ONNX Runtime settings
+   (agent.triton.python_model.onnx_session_options), and Triton at each
+   concurrency. Per concurrency the ratio served / in-process is the geometric
+   mean of the per-round ratios (agent.bench.measure.paired_ratio) with its 95 %
+   interval; the best concurrency is the one with the highest served throughput.
+2. *Agreement with perf_analyzer* (tritonclient 2.48.0's binary in .venv-pa,
+   see ENVIRONMENT.md), per protocol and concurrency: ``--reps`` measurements
+   each, alternating agent / perf_analyzer (A B, B A, A B ..). Both measure the
+   same way: 3 back-to-back windows of ``--duration`` seconds (perf_analyzer
+   sleeps 1.2 x ``--measurement-interval``, so the interval is set to duration /
+   1.2), requests counted when they complete inside a window, latency from send
+   to response, statistics over the 3 windows; the stability test is relaxed on
+   both sides (perf_analyzer ``--stability-percentage 1000 --max-trials 3``)
+   so that each side takes exactly 3 windows instead of a run-dependent
+   number. The table gives throughput and p99 of both, the ratios agent /
+   perf_analyzer (geometric mean over the repetitions, min-max) and the load
+   average; ``agreement.json`` has every measurement.
+
+Usage: .venv/bin/python benchmarks/bench_serving.py [--out out/bench-serving]
+       [--duration 2] [--reps 3] [--protocols http,grpc] [--concurrency 1,2,4]"""
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
+import math
 import os
 import subprocess
 import sys
@@ -26,16 +42,25 @@ from pathlib import Path
 from rich.table import Table
 
 from agent.bench.options import BenchOptions
-from agent.config import load_config
 from agent.ui import console
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "resnet18"
 ENGINE = f"{MODEL}_onnx"
+RELAXED = 1000.0  # stability percent that any 3 windows pass: exactly 3 windows per measurement
 
 
-def perf_analyzer(pa_venv: Path, port: int, concurrency: list[int], workdir: Path) -> dict[int, float] | str:
-    """{concurrency: inferences/s} from perf_analyzer, or why it did not run."""
+def load() -> str:
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def gmean(values: list[float]) -> float:
+    return math.exp(sum(math.log(v) for v in values) / len(values))
+
+
+# ------------------------------------------------------------ perf_analyzer
+def pa_env(pa_venv: Path, workdir: Path) -> dict[str, str] | str:
+    """perf_analyzer's environment (libb64 / libcudart from nvidia_pytriton.libs), or why not."""
     binary = pa_venv / "bin" / "perf_analyzer"
     if not binary.is_file():
         return f"not installed ({binary}; `make bench-serving` installs it)"
@@ -48,83 +73,196 @@ def perf_analyzer(pa_venv: Path, port: int, concurrency: list[int], workdir: Pat
         if not found:
             return f"{pattern} not found in {libs}"
         (linkdir / want).symlink_to(found[0])
-    env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([str(linkdir), os.environ.get("LD_LIBRARY_PATH", "")])}
-    out = workdir / "perf_analyzer.csv"
-    cmd = [str(binary), "-m", ENGINE, "-u", f"127.0.0.1:{port}", "-i", "http", "-b", "1",
-           "--concurrency-range", f"{min(concurrency)}:{max(concurrency)}:1", "--measurement-interval", "3000",
-           # on a shared 2-core machine perf_analyzer's default 10% / 10 trials often never settles
-           "--stability-percentage", "25", "--max-trials", "8", "-f", str(out)]
-    console.print("[dim]" + " ".join(cmd) + "[/]")
-    try:
-        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
-    except subprocess.TimeoutExpired:
-        return "timed out"
+    return {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join([str(linkdir), os.environ.get("LD_LIBRARY_PATH", "")])}
+
+
+def perf_analyzer(pa_venv: Path, env: dict, url: str, protocol: str, concurrency: int, duration: float,
+                  out: Path) -> dict:
+    """One perf_analyzer measurement: its CSV row (microseconds) as a dict."""
+    cmd = [str(pa_venv / "bin" / "perf_analyzer"), "-m", ENGINE, "-u", url, "-i", protocol, "-b", "1",
+           "--concurrency-range", str(concurrency), "--measurement-interval", str(round(duration * 1000 / 1.2)),
+           "--stability-percentage", str(RELAXED), "--max-trials", "3", "-f", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     if r.returncode != 0 or not out.is_file():
-        return f"failed (rc {r.returncode}): {(r.stderr or r.stdout).strip().splitlines()[-1:]}"
+        raise RuntimeError(f"perf_analyzer failed (rc {r.returncode}): {(r.stderr or r.stdout).strip()[-300:]}\n"
+                           + " ".join(cmd))
     with open(out) as f:
-        return {int(row["Concurrency"]): float(row["Inferences/Second"]) for row in csv.DictReader(f)}
+        row = next(csv.DictReader(f))
+    return {"ips": float(row["Inferences/Second"]), "p99_ms": float(row["p99 latency"]) / 1e3,
+            "p50_ms": float(row["p50 latency"]) / 1e3, "send_us": float(row["Client Send"]),
+            "recv_us": float(row["Client Recv"]), "load": load()}
+
+
+# --------------------------------------------------------------------- agent
+def agent_measure(url: str, protocol: str, served, concurrency: int, duration: float) -> dict:
+    """The agent's closed loop (agent.bench.served) for exactly 3 windows."""
+    from agent.bench.measure import STABLE_WINDOWS, measure_until_stable
+    from agent.bench.served import LoadGenerator, client_breakdown
+
+    with LoadGenerator(url, protocol, served, 1, concurrency) as gen:
+        gen.wait_for(concurrency)  # every client connected and answered once
+        m = measure_until_stable(lambda: gen.window(duration, None), 1, RELAXED, STABLE_WINDOWS)
+    c = client_breakdown(gen.used(STABLE_WINDOWS))
+    return {"ips": m.throughput_ips, "p99_ms": m.latency_ms.p99, "p50_ms": m.latency_ms.p50,
+            "send_us": c.send_us if c else None, "recv_us": c.recv_us if c else None, "load": load()}
+
+
+def agreement(args, urls: dict[str, str], served: dict, env: dict) -> dict:
+    results: dict = {}
+    for protocol in args.protocols:
+        for conc in args.concurrency:
+            runs: dict[str, list[dict]] = {"agent": [], "perf_analyzer": []}
+            for rep in range(args.reps):
+                order = ["agent", "perf_analyzer"] if rep % 2 == 0 else ["perf_analyzer", "agent"]
+                for who in order:
+                    if who == "agent":
+                        runs[who].append(agent_measure(urls[protocol], protocol, served[protocol], conc,
+                                                       args.duration))
+                    else:
+                        runs[who].append(perf_analyzer(args.pa_venv, env, urls[protocol], protocol, conc,
+                                                       args.duration, args.out / "perf_analyzer.csv"))
+                console.print(f"[dim]{protocol} concurrency {conc} rep {rep + 1}: agent "
+                              f"{runs['agent'][-1]['ips']:.2f} / perf_analyzer {runs['perf_analyzer'][-1]['ips']:.2f} "
+                              f"inf/s, load {load()}[/]")
+            results[f"{protocol}/{conc}"] = runs
+    return results
+
+
+def agreement_table(results: dict) -> tuple[Table, float]:
+    t = Table(title="agent vs perf_analyzer (same server, model, batch 1): ratio agent / perf_analyzer, "
+                    "geometric mean [min-max] over repetitions", title_justify="left")
+    for col in ("protocol", "conc", "agent inf/s", "PA inf/s", "throughput ratio", "agent p99 ms", "PA p99 ms",
+                "p99 ratio", "client send/recv us agent | PA", "load (1/5/15 min)"):
+        t.add_column(col, justify="left" if col in ("protocol", "load (1/5/15 min)") else "right")
+    worst = 0.0
+    for key, runs in results.items():
+        protocol, conc = key.split("/")
+        a, p = runs["agent"], runs["perf_analyzer"]
+        cells = []
+        for metric in ("ips", "p99_ms"):
+            ratios = [x[metric] / y[metric] for x, y in zip(a, p, strict=True)]
+            g = gmean(ratios)
+            worst = max(worst, abs(g - 1))
+            cells += [f"{gmean([x[metric] for x in a]):.2f}", f"{gmean([y[metric] for y in p]):.2f}",
+                      f"{g:.3f} [{min(ratios):.2f}-{max(ratios):.2f}]"]
+        send = [x["send_us"] for x in a if x["send_us"] is not None]
+        client = (f"{sum(send) / len(send):.0f}" if send else "-") + f"/{sum(x['recv_us'] for x in a) / len(a):.0f} | " \
+            f"{sum(y['send_us'] for y in p) / len(p):.0f}/{sum(y['recv_us'] for y in p) / len(p):.0f}"
+        t.add_row(protocol, conc, *cells, client, a[-1]["load"])
+    return t, worst
+
+
+# ---------------------------------------------------------- served/in-process
+def served_vs_inprocess(args, engines: Path, url: str, served) -> tuple[Table, dict]:
+    from agent.bench.inprocess import load_and_warm, window_runner
+    from agent.bench.measure import paired_ratio
+    from agent.bench.served import LoadGenerator
+    from agent.triton.python_model import onnx_session_options, use_session_options
+
+    opts = BenchOptions(models=[MODEL], formats=["onnx"], batch_sizes=[1], engines_dir=engines, warmup=5,
+                        window_seconds=args.duration)
+    rec = served.record
+    default, inputs = load_and_warm(MODEL, rec, opts, "cpu")
+    tuned, _ = load_and_warm(MODEL, rec, opts, "cpu")
+    use_session_options(tuned, engines / next(f for f in rec.files if f.endswith(".onnx")), onnx_session_options())
+    window_runner(tuned, inputs[1], opts)()  # warm the new session
+    windows = {"in-process (runtime default)": window_runner(default, inputs[1], opts),
+               "in-process (served ORT settings)": window_runner(tuned, inputs[1], opts)}
+
+    def served_window(conc: int):
+        def run():
+            with LoadGenerator(url, "http", served, 1, conc) as gen:
+                gen.wait_for(2 * conc)
+                return gen.window(args.duration, None)
+        return run
+
+    for c in args.concurrency:
+        windows[f"Triton HTTP concurrency {c}"] = served_window(c)
+    names = list(windows)
+    ips: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(args.rounds):
+        for n in (names if r % 2 == 0 else reversed(names)):
+            w = windows[n]()
+            ips[n].append(w.throughput)
+    base_names = names[:2]
+    t = Table(title=f"{MODEL} ONNX batch 1: Triton-served (python backend) / in-process, {args.rounds} interleaved "
+                    f"rounds of {args.duration:g} s windows; load {load()}", title_justify="left")
+    for col in ("measurement", "inf/s (gmean)", *(f"/ {b.split('(')[1][:-1]}" for b in base_names)):
+        t.add_column(col, justify="left" if col == "measurement" else "right")
+    report: dict = {"rounds": args.rounds, "ips": ips, "ratios": {}}
+    for n in names:
+        cells = []
+        for b in base_names:
+            pr = paired_ratio(ips[n], ips[b])
+            cells.append(f"{pr.estimate:.2f} [{pr.low:.2f}-{pr.high:.2f}]" if pr.low else f"{pr.estimate:.2f}")
+            report["ratios"][f"{n} / {b}"] = [pr.estimate, pr.low, pr.high]
+        t.add_row(n, f"{gmean(ips[n]):.1f}", *cells)
+    served_names = names[2:]
+    best = max(served_names, key=lambda n: gmean(ips[n]))
+    report["best"] = best
+    return t, report
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=ROOT / "out" / "bench-serving")
     ap.add_argument("--duration", type=float, default=2.0, help="seconds per measurement window")
+    ap.add_argument("--reps", type=int, default=3, help="measurements per side, per protocol and concurrency")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds of served vs in-process")
+    ap.add_argument("--protocols", default="http,grpc")
+    ap.add_argument("--concurrency", default="1,2,4")
     ap.add_argument("--pa-venv", type=Path, default=ROOT / ".venv-pa")
     args = ap.parse_args()
-    concurrency = [1, 2, 4]
+    args.protocols = [p for p in args.protocols.split(",") if p]
+    args.concurrency = [int(c) for c in args.concurrency.split(",")]
 
-    from agent.bench.inprocess import run_inprocess
-    from agent.bench.served import run_served
+    from agent.bench.served import _client, _served_models
     from agent.build import BuildOptions, failures_error, run_build
     from agent.triton.repo import RepoOptions, write_repository
     from agent.triton.server import ServerSettings, free_port, start, stop
 
+    args.out.mkdir(parents=True, exist_ok=True)
     engines = args.out / "engines"
     err = failures_error(run_build(BuildOptions(models=[MODEL], out=engines, formats=["onnx"], max_batch=8)))
     if err:
         raise err
     repo = engines / "triton-repo"
     write_repository(engines, repo, RepoOptions(backend="python", models=(MODEL,), formats=("onnx",)))
-    config = load_config()
-    common = dict(models=[MODEL], formats=["onnx"], batch_sizes=[1], engines_dir=engines, warmup=10,
-                  window_seconds=args.duration, stability_pct=10.0, max_windows=6)
-    inproc = run_inprocess(BenchOptions(**common), config)
-    inproc_ips = next(r.throughput_ips for r in inproc.results if r.format == "onnx")
-
+    env = pa_env(args.pa_venv, args.out)
     s = ServerSettings(repo=repo, http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                        state_dir=args.out / "triton-state")
+    urls = {"http": f"127.0.0.1:{s.http_port}", "grpc": f"127.0.0.1:{s.grpc_port}"}
+    console.print(f"load average at start: {load()}")
     try:
         started = start(s, timeout=180)
         if started.report.failed:
             raise started.report.error()
-        served = run_served(BenchOptions(**common, url=f"127.0.0.1:{s.http_port}", protocol="http",
-                                         concurrency=concurrency), config)
-        pa = perf_analyzer(args.pa_venv, s.http_port, concurrency, args.out)
+        served = {}
+        for protocol in ("http", *args.protocols):
+            client = _client(urls[protocol], protocol)
+            opts = BenchOptions(models=[MODEL], formats=["onnx"], batch_sizes=[1], engines_dir=engines,
+                                url=urls[protocol], protocol=protocol)
+            served[protocol] = _served_models(client, protocol, opts)[0]
+            client.close()
+        p2_table, p2 = served_vs_inprocess(args, engines, urls["http"], served["http"])
+        console.print(p2_table)
+        console.print(f"served / in-process at the best concurrency ({p2['best']}): "
+                      + ", ".join(f"{v[0]:.2f} vs {k.split(' / ')[1]}" for k, v in p2["ratios"].items()
+                                  if k.startswith(p2["best"])))
+        results = None
+        if isinstance(env, dict):
+            results = agreement(args, urls, served, env)
     finally:
         stop(s, quiet=True)
-
-    t = Table(title=f"{MODEL} batch 1 on {inproc.node.cpu or '?'} ({inproc.node.cpu_count} CPUs): "
-                    f"in-process ONNX Runtime vs Triton {served.node.triton_version} (python backend, HTTP)",
-              title_justify="left")
-    for col in ("measurement", "inf/s", "p50 ms", "p99 ms", "queue us", "vs in-process"):
-        t.add_column(col, justify="left" if col == "measurement" else "right")
-    r0 = next(r for r in inproc.results if r.format == "onnx")
-    t.add_row("in-process engine", f"{inproc_ips:.1f}", f"{r0.latency_ms.p50:.2f}", f"{r0.latency_ms.p99:.2f}",
-              "-", "1.00")
-    for r in served.results:
-        t.add_row(f"Triton concurrency {r.concurrency}", f"{r.throughput_ips:.1f}", f"{r.latency_ms.p50:.2f}",
-                  f"{r.latency_ms.p99:.2f}", f"{r.server.queue_us:.0f}" if r.server else "-",
-                  f"{r.throughput_ips / inproc_ips:.2f}")
-    if isinstance(pa, dict):
-        for c, ips in sorted(pa.items()):
-            t.add_row(f"perf_analyzer concurrency {c}", f"{ips:.1f}", "-", "-", "-", f"{ips / inproc_ips:.2f}")
-    console.print(t)
-    if not isinstance(pa, dict):
-        console.print(f"perf_analyzer: {pa}")
-    best = max(r.throughput_ips for r in served.results)
-    console.print(f"serving efficiency (best served / in-process throughput): {best / inproc_ips:.2f}")
-    (args.out / "served.json").write_text(served.model_dump_json(indent=2))
-    (args.out / "inprocess.json").write_text(inproc.model_dump_json(indent=2))
+    if results is None:
+        console.print(f"perf_analyzer: {env}")
+    else:
+        table, worst = agreement_table(results)
+        console.print(table)
+        console.print(f"agreement: the agent's throughput and p99 are within {worst * 100:.1f} % of perf_analyzer's "
+                      f"(worst geometric-mean ratio over protocols and concurrencies; the bar is 5 %)")
+    (args.out / "agreement.json").write_text(json.dumps({"served_vs_inprocess": p2, "agreement": results},
+                                                        indent=2) + "\n")
     return 0
 
 

@@ -6,7 +6,20 @@ file paths relative to the version directory). The engine is loaded through
 ``agent.runtimes.load_runner`` — the same code the in-process benchmark and the
 verification use — so the served output equals the in-process one.
 
-Requests that the dynamic batcher groups are concatenated into one batch."""
+The process hop (Triton's server process -> this stub process over shared
+memory) is kept to what the backend requires:
+
+- inputs are read with ``as_numpy()``, a view of the shared-memory tensor (no
+  copy), and handed to ONNX Runtime as they are (float32, C-contiguous: the
+  runner's checks copy nothing); requests that the dynamic batcher groups are
+  concatenated into one batch (the one copy batching needs);
+- outputs are written once, into the response's shared memory;
+- ONNX Runtime's intra-op threads do not spin-wait between runs
+  (``ort_allow_spinning``, default 0): on a CPU node the server's HTTP/gRPC
+  threads and the clients share the cores with them, and a spinning pool takes
+  those cores away after every inference. ``ort_intra_op_threads`` (default 0:
+  ONNX Runtime's choice, one per physical core) sets the pool size. Both are
+  ``parameters`` of the model's config.pbtxt."""
 
 from __future__ import annotations
 
@@ -14,7 +27,35 @@ import json
 from pathlib import Path
 
 import numpy as np
-import triton_python_backend_utils as pb_utils  # provided by the python backend
+
+try:
+    import triton_python_backend_utils as pb_utils  # provided by the python backend
+except ImportError:  # imported outside Triton (benchmarks: the served session settings)
+    pb_utils = None
+
+
+def _parameter(config: dict, key: str, default: str) -> str:
+    return str(config.get("parameters", {}).get(key, {}).get("string_value", default))
+
+
+def onnx_session_options(config: dict | None = None):
+    """ONNX Runtime session options of a served engine (``config``: the model's config)."""
+    import onnxruntime as ort
+
+    config = config or {}
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = int(_parameter(config, "ort_intra_op_threads", "0"))
+    opts.add_session_config_entry("session.intra_op.allow_spinning", _parameter(config, "ort_allow_spinning", "0"))
+    return opts
+
+
+def use_session_options(runner, path: Path, opts) -> None:
+    """Recreate an OnnxRunner's session with ``opts`` (same engine file, CPU)."""
+    import onnxruntime as ort
+
+    runner.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    runner.input_name = runner.session.get_inputs()[0].name
 
 
 class TritonPythonModel:
@@ -25,8 +66,10 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         record = EngineRecord.model_validate_json((version_dir / "engine.json").read_text())
         self.name = record.name
-        self.runner = load_runner(record, version_dir, device="cpu")
         config = json.loads(args["model_config"])
+        self.runner = load_runner(record, version_dir, device="cpu")
+        if record.format == "onnx":
+            use_session_options(self.runner, version_dir / "model.onnx", onnx_session_options(config))
         self.input_name = config["input"][0]["name"]
         out = config["output"][0]
         self.output_name = out["name"]
