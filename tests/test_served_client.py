@@ -104,7 +104,7 @@ def test_server_request_count_equals_the_clients(server):
     client = _client(url, "http")
     try:
         served = _served_models(client, "http", opts(engines, url, "http", [2]))[0]
-        stats = lambda: _stats(client, "http", served.record.name)  # noqa: E731
+        stats = lambda: _stats(client, "http", served.record.name)
         before = stats()
         gen = LoadGenerator(url, "http", served, 1, 2, stats=stats)
         with gen:
