@@ -4,11 +4,15 @@ For each served model (an engine of the manifest that the server has READY),
 batch size and concurrency, ``concurrency`` worker threads — each with its own
 client, HTTP or gRPC — keep exactly that many requests in flight, as
 perf_analyzer's concurrency mode does (tritonclient releases the GIL while it
-waits on the network, so the client is not the bottleneck). Latencies of the
-requests that complete inside a window feed the stable-window logic of
-:mod:`agent.bench.measure`. Triton's statistics API, read before and after the
-measurement, gives the server-side breakdown per request (queue, compute
-input/infer/output) into ``BenchResult.server``.
+waits on the network, so the client is not the bottleneck). As perf_analyzer
+counts them, a window's requests are those that *complete* inside it, each
+with its latency from building the request to the decoded response; they feed
+the stable-window logic of :mod:`agent.bench.measure`. Triton's statistics
+API, read at each window's start and end, gives the server-side breakdown per
+request (queue, compute input/infer/output) over exactly the windows the
+figures use (``BenchResult.server``); the client's own phases, timed around
+each request, give ``BenchResult.client`` (perf_analyzer's Client Send /
+Client Recv, see :class:`Request`).
 
 Before measuring, one served request per model is checked against the engine
 run in-process (``agent.runtimes``) with :func:`agent.verify.verify` and the
