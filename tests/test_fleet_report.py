@@ -588,6 +588,11 @@ def test_scenario_table_ranks_valid_results_only_and_lists_invalid_with_reasons(
 
     out = tmp_path / "r"
     write_report(report, out, ["html", "md", "csv"])
+    from agent.fleet.render import _csv, _csv_tables
+
+    ref = io.StringIO()
+    _csv(ref, *_csv_tables(report)["scenarios.csv"])  # the safe writer, cell by cell
+    assert (out / "scenarios.csv").read_text() == ref.getvalue()
     rows = read_csv(out / "scenarios.csv")
     assert {(x["node"], x["backend"], x["scenario"], x["verdict"]) for x in rows} == {
         (r.node, r.backend, r.scenario, r.verdict) for r in t.rows}
@@ -631,3 +636,21 @@ def test_cv_above_the_limit_is_flagged_unstable_and_never_best(tmp_path):
     assert "| 8.0 |" in (out / "report.md").read_text() and "⚠ unstable |" in (out / "report.md").read_text()
     r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--max-cv", "0", env=agent_env())
     assert r.returncode == 2 and "--max-cv must be > 0" in r.stderr
+
+
+def test_invalid_reasons_are_read_from_the_document_also_in_another_layout():
+    """scenarios.invalid_results decodes only the INVALID results of a stored document
+    (as the collector stores it) and, for any other layout, the whole document."""
+    import json
+
+    from agent.fleet.scenarios import invalid_results
+
+    doc = make_document(make_node(0), ("resnet18", "alexnet"), ("eager", "onnx"), (1,), scenarios=("server", "offline"),
+                        scenario_models=("resnet18", "alexnet"),
+                        invalid=[("alexnet", "onnx", "server"), ("resnet18", "eager", "offline")])
+    want = [r.model_dump(mode="json") for r in doc.results if r.scenario and not r.scenario.valid]
+    assert len(want) == 2 and invalid_results(doc.model_dump_json()) == want
+    reordered = json.loads(doc.model_dump_json())
+    reordered["results"] = [dict(reversed(list(r.items()))) for r in reordered["results"]]
+    assert invalid_results(json.dumps(reordered)) == [dict(reversed(list(r.items()))) for r in want]
+    assert invalid_results(make_document(make_node(0)).model_dump_json()) == []

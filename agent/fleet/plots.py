@@ -39,7 +39,9 @@ def model_series_from_groups(model: str, groups: dict[tuple, list[tuple]],
         return None
     conc = min(k[4] for k in groups)
     sel = {k: ts for k, ts in groups.items() if k[4] == conc}
-    by_node = len({t[0] for ts in sel.values() for t in ts}) <= MAX_NODE_GROUPS
+    # a group holds one result per node: one larger than MAX_NODE_GROUPS settles it
+    by_node = all(len(ts) <= MAX_NODE_GROUPS for ts in sel.values()) and \
+        len({t[0] for ts in sel.values() for t in ts}) <= MAX_NODE_GROUPS
     points: dict[tuple[str, str], dict[int, list[tuple]]] = defaultdict(lambda: defaultdict(list))
     parts: dict[tuple[str, str, int], list[tuple]] = defaultdict(list)  # the groups behind each point
     for key, ts in sel.items():

@@ -7,7 +7,8 @@ line at a time with one %-format per row: its text cells (nodes, GPUs, stacks,
 run ids: a few thousand distinct values) are passed through ``agent.csvsafe``
 once per distinct value and reused, its floats are formatted ``%.6g`` (the
 format csvsafe gives floats), so the file is byte for byte what
-``csvsafe.writer`` writes (the tests compare) at a fraction of the per-cell cost."""
+``csvsafe.writer`` writes (the tests compare) at a fraction of the per-cell cost.
+scenarios.csv likewise, every cell cached per column."""
 
 from __future__ import annotations
 
@@ -97,6 +98,14 @@ def _results_csv(f: IO[str], tuples: list[tuple]) -> None:
             "" if t[18] is None else g % t[18]) for k, t in zip(keys, chunk)]))
 
 
+def _cached_csv(f: IO[str], records, columns: list[str], get) -> None:  # noqa: ANN001
+    """``_csv`` for a table whose columns repeat their values (scenarios.csv: nodes,
+    runs, units, reasons): every cell through a per-column ``_Cells``."""
+    f.write(",".join(columns) + "\n")
+    cells = [_Cells() for _ in columns]
+    f.writelines([",".join([c[v] for c, v in zip(cells, get(r))]) + "\n" for r in records])
+
+
 def _csv_tables(report: Report) -> dict[str, tuple]:
     cmp_cols = [f.name for f in fields(Comparison)]
     best_cols = ["model", "criterion", "node", "gpu", "backend", "precision", "batch_size", "concurrency",
@@ -126,6 +135,8 @@ def csv_files(report: Report) -> dict[str, str]:
 def _write_table(f: IO[str], name: str, table: tuple) -> None:
     if name == "results.csv":
         _results_csv(f, table[0])
+    elif name == "scenarios.csv":
+        _cached_csv(f, *table)
     else:
         _csv(f, *table)
 
