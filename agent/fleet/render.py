@@ -67,6 +67,8 @@ class _Cells(dict):
     def __missing__(self, value) -> str:  # noqa: ANN001
         if value is None or value == "":
             cell = ""
+        elif value.__class__ is not str:  # numbers, times, booleans: never quoted
+            cell = str(csvsafe.safe_cell(value))
         else:
             buf = io.StringIO()
             csvsafe.writer(buf).writerow([value])
