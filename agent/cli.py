@@ -11,7 +11,7 @@ import sys
 import typer
 
 from agent import __version__
-from agent.commands import bench, build, collector, fleet, infra, models, repo, report, schema, serve
+from agent.commands import bench, build, classify, collector, fleet, infra, models, repo, report, schema, serve
 from agent.errors import AgentError
 from agent.ui import console_err
 
@@ -28,6 +28,7 @@ app.command("models")(models.models)
 app.command("build-engines")(build.build_engines)
 app.command("repo")(repo.repo)
 app.command("bench")(bench.bench)
+app.command("classify")(classify.classify)
 app.command("schema")(schema.schema)
 app.add_typer(serve.app, name="serve")
 app.add_typer(report.app, name="report")

@@ -39,6 +39,16 @@ SEED_MODELS: tuple[str, ...] = (
 
 NUM_CLASSES = 1000
 DATA_FILE = Path(__file__).with_name("models.json")
+LABELS_FILE = Path(__file__).with_name("imagenet_classes.txt")  # the weights' 1000 categories, in order
+
+
+def imagenet_labels() -> list[str]:
+    """The ImageNet-1k class names of every seed model's weights (index = class id)."""
+    labels = LABELS_FILE.read_text().splitlines()
+    if len(labels) != NUM_CLASSES:
+        raise AgentError(f"{LABELS_FILE} has {len(labels)} labels, not {NUM_CLASSES}: "
+                         "run scripts/gen_model_registry.py")
+    return labels
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,12 @@ class ModelSpec:
     gflops: float | None  # per 224x224 image, as torchvision reports it
     weights_mb: float | None  # size of the pretrained weight file
     weights: str  # torchvision's default weights enum, e.g. ResNet18_Weights.IMAGENET1K_V1
+    # the weights' preprocessing (torchvision's ImageClassification transform): resize the
+    # shorter side to resize_size (bilinear, antialiased), centre-crop input_shape[1:], scale
+    # to [0, 1], normalise with mean/std
+    resize_size: int = 256
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
     @property
     def seed(self) -> int:
@@ -60,6 +76,7 @@ class ModelSpec:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["input_shape"] = list(self.input_shape)
+        d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
 
@@ -77,7 +94,8 @@ def _load() -> dict[str, ModelSpec]:
     except (OSError, ValueError, KeyError) as e:
         raise AgentError(f"the model registry {DATA_FILE} is missing or broken ({e}): "
                          "reinstall the agent or run scripts/gen_model_registry.py") from e
-    specs = {r["name"]: ModelSpec(**{**r, "input_shape": tuple(r["input_shape"])}) for r in rows}
+    specs = {r["name"]: ModelSpec(**{**r, "input_shape": tuple(r["input_shape"]), "mean": tuple(r["mean"]),
+                                     "std": tuple(r["std"])}) for r in rows}
     if tuple(specs) != SEED_MODELS:
         raise AgentError(f"the model registry {DATA_FILE} does not list the seed models: "
                          "run scripts/gen_model_registry.py")

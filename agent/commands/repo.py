@@ -28,6 +28,7 @@ def repo(
     dynamic_batching: Annotated[bool, typer.Option("--dynamic-batching/--no-dynamic-batching")] = True,
     queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="Dynamic batcher max queue delay.")] = 100,
     preferred: Annotated[str, typer.Option("--preferred-batch-sizes", help="Default: 4,8,16,32 up to each engine's max batch.")] = "",
+    classifiers: Annotated[bool, typer.Option("--classifiers/--no-classifiers", help="Also an image classifier per model: <model>_classifier (ensemble: JPEG/PNG bytes -> preprocessing -> engine -> softmax with ImageNet labels).")] = False,
 ) -> None:
     """Write a Triton model repository (one model per verified engine) from a manifest."""
     from rich.table import Table
@@ -39,7 +40,7 @@ def repo(
         backend=backend, kind=kind, instances=instances, dynamic_batching=dynamic_batching,
         queue_delay_us=queue_delay_us,
         preferred_batch_sizes=tuple(parse_ints(preferred, "--preferred-batch-sizes")) or None,
-        models=tuple(parse_csv(models)), formats=tuple(parse_csv(formats)),
+        models=tuple(parse_csv(models)), formats=tuple(parse_csv(formats)), classifiers=classifiers,
     )
     report = write_repository(engines, repo_dir or default_repo(engines), opts)
     table = Table(title=f"Triton model repository {report.repo} ({backend} backend)")

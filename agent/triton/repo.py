@@ -63,6 +63,7 @@ class RepoOptions:
     preferred_batch_sizes: tuple[int, ...] | None = None  # default: 4, 8, 16, 32 up to max_batch
     models: tuple[str, ...] = ()  # only these models (default: all)
     formats: tuple[str, ...] = ()  # only these formats (default: all)
+    classifiers: bool = False  # image classification ensembles (agent/triton/classifier.py)
 
 
 @dataclass
@@ -178,6 +179,24 @@ def _stage_model(stack: contextlib.ExitStack, engines_dir: Path, repo: Path, rec
     (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
+def _stage_extra(stack: contextlib.ExitStack, repo: Path, extra) -> bool:  # noqa: ANN001 - ExtraModel
+    """Stage a model that is not an engine (its files given as bytes); False when the one in
+    place is already identical."""
+    try:
+        old = json.loads((repo / extra.name / MARKER).read_text())
+    except (OSError, ValueError):
+        old = None
+    if old == extra.marker and check_file_hashes(extra.repo_files, repo / extra.name) is None:
+        return False
+    tmp = stack.enter_context(atomic_path(repo / extra.name))
+    (tmp / VERSION).mkdir(parents=True)  # an ensemble's version directory stays empty
+    for rel, data in extra.files.items():
+        (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / rel).write_bytes(data)
+    (tmp / MARKER).write_text(json.dumps(extra.marker, indent=2, sort_keys=True) + "\n")
+    return True
+
+
 def _check_files(engines_dir: Path, record: EngineRecord) -> str | None:
     names = [Path(rel).name for rel in record.files]
     if len(set(names)) != len(names):
@@ -266,6 +285,15 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
                 continue
             _stage_model(stack, engines_dir, repo, record, opts, marker)
             report.written.append(record.name)
+        if opts.classifiers:
+            from agent.triton.classifier import classifier_models
+
+            for extra in classifier_models([r for r, _ in todo], instances=opts.instances):
+                selected.add(extra.name)
+                if _stage_extra(stack, repo, extra):
+                    report.written.append(extra.name)
+                else:
+                    report.unchanged.append(extra.name)
     for d in sorted(repo.iterdir()):
         if d.is_dir() and (d / MARKER).is_file() and d.name not in selected:
             shutil.rmtree(d)

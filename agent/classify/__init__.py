@@ -1,0 +1,1 @@
+"""The image classification service: preprocessing, postprocessing, the client."""
