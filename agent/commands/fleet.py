@@ -88,12 +88,14 @@ def report(
                             compare=pair, max_cv_pct=max_cv)
     finally:
         engine.dispose()
-    if not data.rows:
+    scenarios = len(data.scenarios.rows) if data.scenarios else 0
+    if not data.rows and not scenarios:
         raise AgentError("no results to report" + (f" since {start.isoformat()}" if start else ""))
     files = write_report(data, out, fmts)
     regressions = sum(c.flag == "regression" for c in data.comparisons)
+    invalid = len(data.scenarios.invalid) if data.scenarios else 0
     console.print(f"fleet report: {len(data.nodes)} nodes, {len(data.models)} models, {len(data.rows)} "
-                  f"configurations, {regressions} regression(s) flagged, in {time.perf_counter() - t0:.1f}s",
-                  highlight=False)
+                  f"configurations, {regressions} regression(s) flagged, {scenarios} scenario result(s) "
+                  f"({invalid} INVALID), in {time.perf_counter() - t0:.1f}s", highlight=False)
     for f in files:
         console.print(f"  {f}", highlight=False)
