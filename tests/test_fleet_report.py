@@ -427,8 +427,17 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
     figure series and stack comparison equal those computed from Row objects."""
     from sqlalchemy import text
 
-    from agent.fleet.data import (LATEST_SQL, Row, Rows, _best, _by_gpu, _compare, _derive,
-                                  build_report, is_stable)
+    from agent.fleet.data import (
+        LATEST_SQL,
+        Row,
+        Rows,
+        _best,
+        _by_gpu,
+        _compare,
+        _derive,
+        build_report,
+        is_stable,
+    )
     from agent.fleet.plots import model_series
     from agent.fleet.scenarios import SCENARIOS_SQL, tables_from_rows
 

@@ -17,7 +17,14 @@ import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from agent.schema import BenchResult, BenchSettings, LatencyStats, NodeFacts, ResultDocument, ScenarioResult
+from agent.schema import (
+    BenchResult,
+    BenchSettings,
+    LatencyStats,
+    NodeFacts,
+    ResultDocument,
+    ScenarioResult,
+)
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,13 @@ def make_scenario_result(model: str, fmt: str, scenario: str, speed: float, rng:
     value = {"offline": r.throughput_ips * 1.1, "server": r.throughput_ips * 0.8,
              "single-stream": lat.p90, "multi-stream": lat.p99 * 5.5}[scenario]
     reasons = []
-    if not valid:
-        reasons = {"server": [f"99.00 percentile latency {SERVER_BOUND_MS * 1.4:.2f} ms > target latency "
-                              f"{SERVER_BOUND_MS:.0f} ms", "Reduce target QPS to improve latency."],
-                   "offline": ["Min duration satisfied : NO", "Increase expected QPS so the loadgen "
-                               "pre-generates a larger (coalesced) query."]}.get(scenario,
-                                                                              ["Min queries satisfied : NO"])
+    if not valid:  # as LoadGen's summary words them
+        reasons = {
+            "server": [(f"99.00 percentile latency {SERVER_BOUND_MS * 1.4:.2f} ms > target latency "
+                        f"{SERVER_BOUND_MS:.0f} ms"), "Reduce target QPS to improve latency."],
+            "offline": ["Min duration satisfied : NO",
+                        ("Increase expected QPS so the loadgen pre-generates a larger (coalesced) query.")],
+        }.get(scenario, ["Min queries satisfied : NO"])
     r.scenario = ScenarioResult(
         name=scenario, valid=valid, invalid_reasons=reasons, metric=SCENARIO_METRIC[scenario],
         metric_value=value, samples_per_query=spq,
