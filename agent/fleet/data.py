@@ -14,7 +14,12 @@ eager on the same node, cost per million inferences, the per-GPU summary
 (medians), the best configuration under a p99 budget and the figures' series —
 is computed from those tuples once; ``Row`` objects are made only on demand
 (``Report.rows`` is a lazy sequence), e.g. for the per-node tables of a small
-fleet. results.csv is written from the same tuples."""
+fleet. results.csv is written from the same tuples.
+
+The same scan picks the newest MLPerf scenario result per configuration
+(``agent.fleet.scenarios`` makes their tables). A result counts as stable when
+the bench said so and its windows' coefficient of variation (``cv_pct``, where
+recorded) is at most ``max_cv_pct`` (``is_stable``)."""
 
 from __future__ import annotations
 
