@@ -47,6 +47,7 @@ from agent.ui import console
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "resnet18"
 ENGINE = f"{MODEL}_onnx"
+SERVER_COLUMNS = ("Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output")
 RELAXED = 1000.0  # stability percent that any 3 windows pass: exactly 3 windows per measurement
 
 
@@ -81,7 +82,7 @@ def perf_analyzer(pa_venv: Path, env: dict, url: str, protocol: str, concurrency
     """One perf_analyzer measurement: its CSV row (microseconds) as a dict."""
     cmd = [str(pa_venv / "bin" / "perf_analyzer"), "-m", ENGINE, "-u", url, "-i", protocol, "-b", "1",
            "--concurrency-range", str(concurrency), "--measurement-interval", str(round(duration * 1000 / 1.2)),
-           "--stability-percentage", str(RELAXED), "--max-trials", "3", "-f", str(out)]
+           "--stability-percentage", str(RELAXED), "--max-trials", "3", "--verbose-csv", "-f", str(out)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
     if r.returncode != 0 or not out.is_file():
         raise RuntimeError(f"perf_analyzer failed (rc {r.returncode}): {(r.stderr or r.stdout).strip()[-300:]}\n"
@@ -90,14 +91,22 @@ def perf_analyzer(pa_venv: Path, env: dict, url: str, protocol: str, concurrency
         row = next(csv.DictReader(f))
     return {"ips": float(row["Inferences/Second"]), "p99_ms": float(row["p99 latency"]) / 1e3,
             "p50_ms": float(row["p50 latency"]) / 1e3, "send_us": float(row["Client Send"]),
-            "recv_us": float(row["Client Recv"]), "load": load()}
+            "recv_us": float(row["Client Recv"]), "server_infer_us": float(row["Server Compute Infer"]),
+            "server_queue_us": float(row["Server Queue"]), "mean_ms": float(row["Avg latency"]) / 1e3,
+            "server_ms": sum(float(row[k]) for k in SERVER_COLUMNS) / 1e3, "load": load()}
 
 
 # --------------------------------------------------------------------- agent
 def agent_measure(url: str, protocol: str, served, concurrency: int, duration: float) -> dict:
     """The agent's closed loop (agent.bench.served) for exactly 3 windows."""
     from agent.bench.measure import STABLE_WINDOWS, measure_until_stable
-    from agent.bench.served import LoadGenerator, client_breakdown
+    from agent.bench.served import (
+        LoadGenerator,
+        _client,
+        _stats,
+        client_breakdown,
+        window_breakdown,
+    )
 
     windows = []
 
@@ -105,14 +114,24 @@ def agent_measure(url: str, protocol: str, served, concurrency: int, duration: f
         windows.append(gen.window(duration, None))
         return windows[-1]
 
-    with LoadGenerator(url, protocol, served, 1, concurrency) as gen:
-        gen.wait_for(concurrency)  # every client connected and answered once
-        m = measure_until_stable(window, 1, RELAXED, STABLE_WINDOWS)
+    client = _client(url, protocol)
+    try:
+        with LoadGenerator(url, protocol, served, 1, concurrency,
+                           stats=lambda: _stats(client, protocol, served.record.name)) as gen:
+            gen.wait_for(concurrency)  # every client connected and answered once
+            m = measure_until_stable(window, 1, RELAXED, STABLE_WINDOWS)
+    finally:
+        client.close()
     c = client_breakdown(gen.used(STABLE_WINDOWS))
+    server = window_breakdown(gen.used(STABLE_WINDOWS))
     lat = sorted(x for w in windows[-STABLE_WINDOWS:] for x in w.latencies_s)
     return {"ips": m.throughput_ips, "p99_ms": m.latency_ms.p99, "p50_ms": m.latency_ms.p50,
             "p99_pa_rule_ms": nearest_rank(lat, 99) * 1e3, "requests": m.requests,
-            "send_us": c.send_us if c else None, "recv_us": c.recv_us if c else None, "load": load()}
+            "send_us": c.send_us if c else None, "recv_us": c.recv_us if c else None,
+            "server_infer_us": server.compute_infer_us if server else None,
+            "server_queue_us": server.queue_us if server else None, "mean_ms": m.latency_ms.mean,
+            "server_ms": (server.queue_us + server.compute_input_us + server.compute_infer_us
+                          + server.compute_output_us) / 1e3 if server else None, "load": load()}
 
 
 def nearest_rank(sorted_values: list[float], pct: float) -> float:
@@ -146,7 +165,7 @@ def agreement_table(results: dict) -> tuple[Table, float]:
                     "geometric mean [min-max] over repetitions", title_justify="left")
     for col in ("protocol", "conc", "agent inf/s", "PA inf/s", "throughput ratio", "agent p99 ms", "PA p99 ms",
                 "p99 ratio", "agent p99 (PA's rule)", "PA p99", "ratio", "client send/recv us agent | PA",
-                "load (1/5/15 min)"):
+                "server infer ms agent | PA", "outside server ms agent | PA", "load (1/5/15 min)"):
         t.add_column(col, justify="left" if col in ("protocol", "load (1/5/15 min)") else "right")
     worst = 0.0
     for key, runs in results.items():
@@ -164,7 +183,9 @@ def agreement_table(results: dict) -> tuple[Table, float]:
         send = [x["send_us"] for x in a if x["send_us"] is not None]
         client = (f"{sum(send) / len(send):.0f}" if send else "-") + f"/{sum(x['recv_us'] for x in a) / len(a):.0f} | " \
             f"{sum(y['send_us'] for y in p) / len(p):.0f}/{sum(y['recv_us'] for y in p) / len(p):.0f}"
-        t.add_row(protocol, conc, *cells, client, a[-1]["load"])
+        infer = f"{gmean([x['server_infer_us'] for x in a]) / 1e3:.1f} | {gmean([y['server_infer_us'] for y in p]) / 1e3:.1f}"
+        outside = " | ".join(f"{sum(x['mean_ms'] - x['server_ms'] for x in side) / len(side):.2f}" for side in (a, p))
+        t.add_row(protocol, conc, *cells, client, infer, outside, a[-1]["load"])
     return t, worst
 
 
