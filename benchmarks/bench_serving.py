@@ -4,11 +4,16 @@ One Triton (the bundled CPU tritonserver, python backend) serves the resnet18
 ONNX engine; everything below runs against it, batch 1.
 
 1. *Served / in-process* (issue P2): interleaved rounds, one window each per
-   round in counterbalanced order (A B C .., .. C B A): the engine in this
-   process with agent.runtimes' default session (what ``agent bench`` reports),
+   round in counterbalanced order (A B C .., .. C B A): the engine run directly
+   by agent.runtimes with its default session (what ``agent bench`` reports),
    the same engine with the served model's ONNX Runtime settings
    (agent.triton.python_model.onnx_session_options), and Triton at each
-   concurrency. Per concurrency the ratio served / in-process is the geometric
+   concurrency. Each in-process engine runs in a process of its own session,
+   as the server does: with the kernel's autogroup scheduling every session
+   is one CPU group, so on a busy machine neither side gets a bigger share for
+   where it was started. The python backend's hop is Triton's compute time at
+   concurrency 1 (which includes the round trip to the stub process) minus the
+   in-process latency with the same settings, per round. Per concurrency the ratio served / in-process is the geometric
    mean of the per-round ratios (agent.bench.measure.paired_ratio) with its 95 %
    interval; the best concurrency is the one with the highest served throughput.
 2. *Agreement with perf_analyzer* (tritonclient 2.48.0's binary in .venv-pa,
@@ -190,37 +195,89 @@ def agreement_table(results: dict) -> tuple[Table, float]:
 
 
 # ---------------------------------------------------------- served/in-process
-def served_vs_inprocess(args, engines: Path, url: str, served) -> tuple[Table, dict]:
+def _inprocess_worker(conn, engines: Path, served_settings: bool, duration: float) -> None:
+    """The engine in its own process and session (as Triton is: on Linux each session is its own
+    CPU scheduling group), one window per request on ``conn``."""
     from agent.bench.inprocess import load_and_warm, window_runner
-    from agent.bench.measure import paired_ratio
-    from agent.bench.served import LoadGenerator
+    from agent.manifest import load_manifest
     from agent.triton.python_model import onnx_session_options, use_session_options
 
+    os.setsid()
     opts = BenchOptions(models=[MODEL], formats=["onnx"], batch_sizes=[1], engines_dir=engines, warmup=5,
-                        window_seconds=args.duration)
-    rec = served.record
-    default, inputs = load_and_warm(MODEL, rec, opts, "cpu")
-    tuned, _ = load_and_warm(MODEL, rec, opts, "cpu")
-    use_session_options(tuned, engines / next(f for f in rec.files if f.endswith(".onnx")), onnx_session_options())
-    window_runner(tuned, inputs[1], opts)()  # warm the new session
-    windows = {"in-process (runtime default)": window_runner(default, inputs[1], opts),
-               "in-process (served ORT settings)": window_runner(tuned, inputs[1], opts)}
+                        window_seconds=duration)
+    rec = load_manifest(engines).engines[ENGINE]
+    runner, inputs = load_and_warm(MODEL, rec, opts, "cpu")
+    if served_settings:
+        onnx = engines / next(f for f in rec.files if f.endswith(".onnx"))
+        use_session_options(runner, onnx, onnx_session_options())
+        window_runner(runner, inputs[1], opts)()  # warm the new session
+    run = window_runner(runner, inputs[1], opts)
+    conn.send("ready")
+    while conn.recv():
+        w = run()
+        conn.send((w.latencies_s, w.elapsed_s))
 
-    def served_window(conc: int):
+
+class InProcess:
+    """A window function backed by :func:`_inprocess_worker` in a spawned process."""
+
+    def __init__(self, engines: Path, served_settings: bool, duration: float) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_inprocess_worker, args=(child, engines, served_settings, duration),
+                                daemon=True)
+        self.proc.start()
+        if self.conn.recv() != "ready":
+            raise RuntimeError("in-process worker did not start")
+
+    def __call__(self):
+        from agent.bench.measure import Window
+
+        self.conn.send(True)
+        return Window(*self.conn.recv())
+
+    def close(self) -> None:
+        self.conn.send(False)
+        self.proc.join(timeout=30)
+
+
+def served_vs_inprocess(args, engines: Path, url: str, served) -> tuple[Table, dict]:
+    from agent.bench.measure import paired_ratio
+    from agent.bench.served import LoadGenerator, _client, _stats, window_breakdown
+
+    rec = served.record
+    workers = [InProcess(engines, False, args.duration), InProcess(engines, True, args.duration)]
+    windows = {"in-process (runtime default)": workers[0], "in-process (served ORT settings)": workers[1]}
+    client = _client(url, "http")
+    server_ms: dict[str, list[float]] = {}  # Triton's compute time per request, per window
+
+    def served_window(conc: int, name: str):
         def run():
-            with LoadGenerator(url, "http", served, 1, conc) as gen:
+            with LoadGenerator(url, "http", served, 1, conc,
+                               stats=lambda: _stats(client, "http", rec.name)) as gen:
                 gen.wait_for(2 * conc)
-                return gen.window(args.duration, None)
+                w = gen.window(args.duration, None)
+            b = window_breakdown(gen.used(1))
+            server_ms.setdefault(name, []).append(
+                (b.compute_input_us + b.compute_infer_us + b.compute_output_us) / 1e3)
+            return w
         return run
 
     for c in args.concurrency:
-        windows[f"Triton HTTP concurrency {c}"] = served_window(c)
+        windows[f"Triton HTTP concurrency {c}"] = served_window(c, f"Triton HTTP concurrency {c}")
     names = list(windows)
     ips: dict[str, list[float]] = {n: [] for n in names}
+    mean_ms: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.rounds):
         for n in (names if r % 2 == 0 else reversed(names)):
             w = windows[n]()
             ips[n].append(w.throughput)
+            mean_ms[n].append(sum(w.latencies_s) / w.requests * 1e3)
+    client.close()
+    for worker in workers:
+        worker.close()
     base_names = names[:2]
     t = Table(title=f"{MODEL} ONNX batch 1: Triton-served (python backend) / in-process, {args.rounds} interleaved "
                     f"rounds of {args.duration:g} s windows; load {load()}", title_justify="left")
@@ -237,6 +294,17 @@ def served_vs_inprocess(args, engines: Path, url: str, served) -> tuple[Table, d
     served_names = names[2:]
     best = max(served_names, key=lambda n: gmean(ips[n]))
     report["best"] = best
+    # the python backend's hop at concurrency 1: Triton's compute time (input + infer + output, which
+    # includes the round trip to the stub process) minus the same engine's in-process latency with the
+    # same session settings, per round; and the client's time outside the server
+    one = f"Triton HTTP concurrency {min(args.concurrency)}"
+    hop = sorted(s_ - i for s_, i in zip(server_ms[one], mean_ms[names[1]], strict=True))
+    outside = sorted(m - s_ for m, s_ in zip(mean_ms[one], server_ms[one], strict=True))
+    report["hop_ms"], report["outside_server_ms"] = hop, outside
+    report["summary"] = (f"python-backend hop at concurrency {min(args.concurrency)}: server compute - in-process "
+                         f"latency = {hop[len(hop) // 2]:.2f} ms median per request [{hop[0]:.2f} to {hop[-1]:.2f}] "
+                         f"of {gmean(mean_ms[names[1]]):.1f} ms; HTTP + client outside the server "
+                         f"{outside[len(outside) // 2]:.2f} ms")
     return t, report
 
 
@@ -284,6 +352,7 @@ def main() -> int:
             client.close()
         p2_table, p2 = served_vs_inprocess(args, engines, urls["http"], served["http"])
         console.print(p2_table)
+        console.print(p2["summary"])
         console.print(f"served / in-process at the best concurrency ({p2['best']}): "
                       + ", ".join(f"{v[0]:.2f} vs {k.split(' / ')[1]}" for k, v in p2["ratios"].items()
                                   if k.startswith(p2["best"])))
