@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from agent.errors import AgentError
 from agent.fsutil import atomic_write_text, sha256_file
-from agent.schema import EngineRecord, Manifest, ToolVersions, utcnow
+from agent.schema import MANIFEST_SCHEMA_VERSION, EngineRecord, Manifest, ToolVersions, utcnow
 
 MANIFEST_NAME = "manifest.json"
 
@@ -43,6 +43,7 @@ def load_manifest(engines_dir: Path, missing_ok: bool = True) -> Manifest:
 
 def save_manifest(engines_dir: Path, manifest: Manifest) -> None:
     manifest.updated_at = utcnow()
+    manifest.schema_version = MANIFEST_SCHEMA_VERSION  # a 1.0 manifest is rewritten as the current version
     atomic_write_text(manifest_path(engines_dir), manifest.model_dump_json(indent=2) + "\n")
 
 

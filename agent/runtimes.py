@@ -52,7 +52,7 @@ class Runner:
 
 
 class TorchRunner(Runner):
-    """Eager PyTorch or a TorchScript module."""
+    """Eager PyTorch, a TorchScript module or an AOTInductor package (pt2): anything callable on a tensor."""
 
     def __init__(self, module, name: str, max_batch: int | None, input_shape, device: str,
                  half: bool = False, fmt: str = "eager") -> None:
@@ -172,6 +172,8 @@ def load_runner(record: EngineRecord, engines_dir: Path, device: str = "cpu",
     shape = tuple(record.inputs[0].shape[1:])
     if record.format == "tensorrt" or record.device == "cuda":
         device = "cuda"
+    if record.format == "pt2":
+        device = record.device  # compiled for one device: C++ for the CPU or kernels for CUDA
     if device == "cuda":
         import torch
 
@@ -190,6 +192,12 @@ def load_runner(record: EngineRecord, engines_dir: Path, device: str = "cpu",
                                fmt="torchscript")
         if record.format == "onnx":
             return OnnxRunner(path, record.name, record.max_batch, shape, device)
+        if record.format == "pt2":
+            import torch
+
+            with _quiet_inductor():
+                package = torch._inductor.aoti_load_package(str(path))
+            return TorchRunner(package, record.name, record.max_batch, shape, device, fmt="pt2")
         if record.format == "tensorrt":
             return TensorRTRunner(path, record.name, record.max_batch, shape)
     except AgentError:
@@ -199,6 +207,24 @@ def load_runner(record: EngineRecord, engines_dir: Path, device: str = "cpu",
         raise AgentError(f"engine {record.name}: cannot load {path.name}: "
                          f"{type(e).__name__}: {msg}") from e
     raise AgentError(f"engine {record.name}: unknown format {record.format!r}")
+
+
+def _quiet_inductor():  # noqa: ANN202
+    """AOTInductor's loader logs a CUDA_HOME warning on CPU-only nodes: not ours to show."""
+    import contextlib
+    import logging
+
+    @contextlib.contextmanager
+    def quiet():
+        log = logging.getLogger("torch.utils.cpp_extension")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            yield
+        finally:
+            log.setLevel(level)
+
+    return quiet()
 
 
 def default_device() -> str:

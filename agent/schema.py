@@ -26,12 +26,12 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-MANIFEST_SCHEMA_VERSION = "1.0"
+MANIFEST_SCHEMA_VERSION = "1.1"  # 1.1: the pt2 format (torch.export + AOTInductor); 1.0 still read
 RESULT_SCHEMA_VERSION = "1.1"
 RESULT_SCHEMA_VERSIONS = ("1.0", "1.1")  # what the collector accepts
 
-Format = Literal["eager", "torchscript", "onnx", "tensorrt"]
-EngineFormat = Literal["torchscript", "onnx", "tensorrt"]
+Format = Literal["eager", "torchscript", "onnx", "tensorrt", "pt2"]  # pt2: result schema 1.1
+EngineFormat = Literal["torchscript", "onnx", "tensorrt", "pt2"]
 Precision = Literal["fp32", "fp16"]
 Target = Literal["inprocess", "triton"]
 Scenario = Literal["single-stream", "multi-stream", "offline", "server"]
@@ -175,7 +175,7 @@ class EngineRecord(Strict):
 
 
 class Manifest(Strict):
-    schema_version: Literal["1.0"] = MANIFEST_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1"] = MANIFEST_SCHEMA_VERSION
     engines: dict[str, EngineRecord] = {}  # key: EngineRecord.name
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -390,6 +390,8 @@ class ResultDocument(Checked):
                 for f in V11_RESULT_FIELDS:
                     if getattr(r, f) is not None:
                         raise ValueError(f"results.{i}.{f} needs schema_version 1.1 (the document says 1.0)")
+                if r.format == "pt2":
+                    raise ValueError(f"results.{i}.format pt2 needs schema_version 1.1 (the document says 1.0)")
         return self
 
     @field_validator("created_at")

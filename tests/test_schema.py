@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from agent.manifest import load_manifest, save_manifest
-from agent.schema import (RESULT_SCHEMA_VERSION, BenchResult, EngineRecord, Manifest,
-                          ResultDocument)
+from agent.schema import (MANIFEST_SCHEMA_VERSION, RESULT_SCHEMA_VERSION, BenchResult, EngineRecord,
+                          Manifest, ResultDocument)
 
 DOC = {
     "schema_version": "1.0",
@@ -58,6 +58,8 @@ def test_a_1_0_document_is_still_accepted_and_1_1_fields_need_1_1():
            "speedup_pairs": 4, "scenario": SCENARIO}
     doc = ResultDocument.model_validate({**DOC, "schema_version": "1.1", "results": [r11]})
     assert doc.results[0].scenario.name == "offline" and not doc.results[0].scenario.valid
+    with pytest.raises(ValidationError, match="results.0.format pt2 needs schema_version 1.1"):
+        ResultDocument.model_validate({**DOC, "results": [{**DOC["results"][0], "format": "pt2"}]})
     with pytest.raises(ValidationError, match="results.0.scenario needs schema_version 1.1"):
         ResultDocument.model_validate({**DOC, "results": [{**DOC["results"][0], "scenario": SCENARIO}]})
     with pytest.raises(ValidationError):
@@ -87,9 +89,13 @@ def test_manifest_roundtrip_and_names(built_engines, tmp_path):
     assert rec.name == "resnet18_onnx"
     assert rec.model_copy(update={"precision": "fp16"}).name == "resnet18_onnx_fp16"
     raw = json.loads((built_engines / "manifest.json").read_text())
-    assert raw["schema_version"] == "1.0"
+    assert raw["schema_version"] == "1.1"
     with pytest.raises(ValidationError):
         Manifest.model_validate({**raw, "schema_version": "0.9"})
+    # a 1.0 manifest (before the pt2 format) is still read, and rewritten as 1.1
+    old = Manifest.model_validate({**raw, "schema_version": "1.0"})
+    save_manifest(tmp_path, old)
+    assert json.loads((tmp_path / "manifest.json").read_text())["schema_version"] == "1.1"
 
 
 def _with(path: str, value):  # noqa: ANN001, ANN202
@@ -157,7 +163,7 @@ def test_published_json_schemas_match_the_code(document):
 
     from agent.commands.schema import json_schema
 
-    version = {"result": RESULT_SCHEMA_VERSION, "manifest": "1.0"}[document]
+    version = {"result": RESULT_SCHEMA_VERSION, "manifest": MANIFEST_SCHEMA_VERSION}[document]
     committed = Path(__file__).resolve().parents[1] / "docs" / "schema" / f"{document}-{version}.json"
     assert json.loads(committed.read_text()) == json_schema(document)
 

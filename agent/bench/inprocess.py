@@ -59,7 +59,7 @@ from agent.errors import AgentError
 from agent.manifest import engine_name, load_manifest
 from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocument
 
-INPROCESS_FORMATS: tuple[str, ...] = ("eager", "torchscript", "onnx", "tensorrt")
+INPROCESS_FORMATS: tuple[str, ...] = ("eager", "torchscript", "onnx", "tensorrt", "pt2")
 
 
 def release_memory() -> None:

@@ -13,7 +13,7 @@ from agent.ui import parse_csv
 def build_engines(
     models: Annotated[str, typer.Option(help="Comma-separated model names (see `agent models`).")] = "",
     all_models: Annotated[bool, typer.Option("--all", help="Build every model of the registry.")] = False,
-    formats: Annotated[str, typer.Option(help="torchscript,onnx,tensorrt (default: torchscript,onnx; tensorrt only where it imports).")] = "torchscript,onnx",
+    formats: Annotated[str, typer.Option(help="torchscript,onnx,tensorrt,pt2 (default: torchscript,onnx; tensorrt only where it imports; pt2 = torch.export + AOTInductor, slow to compile).")] = "torchscript,onnx",
     precision: Annotated[str, typer.Option(help="fp32,fp16 (fp16: GPU nodes).")] = "fp32",
     max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch the engines accept (dynamic batch axis 1..N).")] = 8,
     out: Annotated[Path, typer.Option(help="Build directory (manifest.json + one directory per engine).")] = Path("engines"),

@@ -3,7 +3,8 @@
 Every exporter writes into a directory it is given (a temporary one, renamed
 into place by the build only after verification ran) and returns the engine's
 tensor specs. Tensor names follow the build directory contract: ONNX and
-TensorRT use ``input``/``logits``; TorchScript records Triton's
+TensorRT and PyTorch 2 (``pt2``: torch.export + AOTInductor) use
+``input``/``logits``; TorchScript records Triton's
 ``INPUT__0``/``OUTPUT__0``. The batch axis is dynamic up to ``max_batch``."""
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ if TYPE_CHECKING:
 
     from agent.registry import ModelSpec
 
-FORMATS: tuple[str, ...] = ("torchscript", "onnx", "tensorrt")
+FORMATS: tuple[str, ...] = ("torchscript", "onnx", "tensorrt", "pt2")
 DEFAULT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
-FILENAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan"}
+FILENAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan", "pt2": "model.pt2"}
 # Bump when an exporter's output changes for the same inputs: it is part of the build key.
-EXPORTER_VERSIONS = {"torchscript": "1", "onnx": "1", "tensorrt": "1"}
+EXPORTER_VERSIONS = {"torchscript": "1", "onnx": "1", "tensorrt": "1", "pt2": "1"}
 DEFAULT_OPSET = 17
 ONNX_EXPORTERS = ("legacy", "dynamo")
 
@@ -120,6 +121,8 @@ def export(fmt: str, model: torch.nn.Module, spec: ModelSpec, out_dir: Path,
         from agent.exporters.onnx import export_onnx as fn
     elif fmt == "tensorrt":
         from agent.exporters.tensorrt import export_tensorrt as fn
+    elif fmt == "pt2":
+        from agent.exporters.pt2 import export_pt2 as fn
     else:
         raise AgentError(f"unknown format {fmt!r}")
     return fn(model, spec, out_dir, opts)

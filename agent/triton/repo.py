@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.errors import AgentError
+from agent.exporters import FILENAMES
 from agent.fsutil import atomic_path, clone_or_copy, remove_stale_temporaries, sha256_file
 from agent.manifest import check_file_hashes, manifest_path
 from agent.schema import EngineRecord, Manifest
@@ -45,7 +46,6 @@ from agent.templating import render
 MARKER = "inferfleet.json"
 VERSION = "1"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "tensorrt": "tensorrt_plan"}
-FILENAMES = {"onnx": "model.onnx", "torchscript": "model.pt", "tensorrt": "model.plan"}
 TRITON_DTYPES = {
     "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
     "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
@@ -121,7 +121,7 @@ def render_config(record: EngineRecord, opts: RepoOptions) -> str:
         model_name=record.name,
         engine=record,
         backend=opts.backend,
-        platform=PLATFORMS[record.format],
+        platform=PLATFORMS.get(record.format, ""),  # native only; the python backend runs any format
         model_filename=FILENAMES[record.format],
         max_batch_size=record.max_batch if batched else 0,
         inputs=[_tensor(t, batched) for t in record.inputs],
@@ -242,6 +242,9 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
             continue
         if opts.backend == "python" and record.format == "tensorrt":
             skipped[record.name] = "TensorRT engines have no python-backend variant (use --backend native)"
+            continue
+        if opts.backend == "native" and record.format not in PLATFORMS:
+            skipped[record.name] = f"no Triton backend runs {record.format} natively (use --backend python)"
             continue
         problem = _check_files(engines_dir, record)
         if problem:
