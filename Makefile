@@ -123,7 +123,7 @@ node-image: system-deps ## build (cached) the Podman image that plays a node: lo
 molecule: venv system-deps ## GPU-stack roles: ansible-lint, syntax, preflight failures, Molecule default + upgrade (podman)
 	$(PY) -m pytest tests/test_ansible_roles.py
 
-test-gpu: venv ## tests that need an NVIDIA GPU (marker gpu): NVML telemetry; each skips with the reason where there is none
+test-gpu: venv ## tests that need an NVIDIA GPU (marker gpu): fp16 engines on CUDA, ORT CUDA EP, NVML telemetry; skipped with the reason elsewhere
 	$(PY) -m pytest -m gpu tests -rs
 
 e2e: venv system-deps ## the whole fleet in Podman containers: provision-shaped inventory -> site -> bench -> report
