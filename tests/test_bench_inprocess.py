@@ -43,6 +43,8 @@ def test_inprocess_bench_measures_every_format(built_engines, tmp_path):
         assert r.throughput_ips > 0 and r.requests >= 3 and r.windows == 3 and r.cv_pct is not None
         assert r.peak_host_mem_mb and r.peak_host_mem_mb > 0.5
         assert r.peak_gpu_mem_mb is None and r.device == "cpu"
+        t = r.telemetry  # this format's windows only: CPU time of this process over their wall time
+        assert t.source == "psutil" and t.samples >= 3 and t.cpu_utilization_pct > 0 and t.rss_mb > 100
         if r.format == "eager":  # the reference: exactly 1, no interval
             assert (r.speedup_vs_eager, r.speedup_ci_low, r.speedup_ci_high, r.speedup_pairs) == \
                 (1.0, None, None, None)

@@ -38,7 +38,12 @@ are counted. Libraries imported for the first time by the engine (e.g.
 onnxruntime) are part of its cost. ``peak_gpu_mem_mb`` is the growth of
 ``torch.cuda.max_memory_allocated`` over the allocated memory just before
 loading (PyTorch's allocator: eager, TorchScript and the TensorRT I/O buffers;
-TensorRT and ONNX Runtime internal allocations are not in it)."""
+TensorRT and ONNX Runtime internal allocations are not in it).
+
+Telemetry (``telemetry``): each format's windows of phase 2 run inside its own
+:class:`agent.telemetry.device.DeviceRecorder` — NVML samples of the GPU for a
+CUDA engine, this process's CPU time and RSS for a CPU one — so the windows of
+the other formats, interleaved between them, are not counted."""
 
 from __future__ import annotations
 
@@ -58,6 +63,7 @@ from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.manifest import engine_name, load_manifest
 from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocument
+from agent.telemetry.device import DeviceRecorder
 
 INPROCESS_FORMATS: tuple[str, ...] = ("eager", "torchscript", "onnx", "tensorrt", "pt2")
 
@@ -183,6 +189,15 @@ def window_runner(runner, prepared, opts: BenchOptions) -> Callable[[], Window]:
     return window
 
 
+def recorded(window: Callable[[], Window], recorder: DeviceRecorder) -> Callable[[], Window]:
+    """``window`` with the device sampled while it runs (only this format's windows count)."""
+    def run() -> Window:
+        with recorder:
+            return window()
+
+    return run
+
+
 def load_and_warm(model: str, rec: EngineRecord | None, opts: BenchOptions, device: str):
     """(runner, {batch: prepared input}): loaded, warmed up, one window run per batch."""
     from agent.runtimes import eager_runner, load_runner
@@ -236,8 +251,9 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                 p.advance(task)
             for b in opts.batch_sizes:  # phase 2: interleaved rounds
                 p.update(task, description=f"{model} batch {b}: {' / '.join(runners)} interleaved")
+                recorders = {f: DeviceRecorder(gpu=r.device == "cuda") for f, r in runners.items()}
                 windows = measure_interleaved(
-                    {f: window_runner(r, inputs[f][b], opts) for f, r in runners.items()},
+                    {f: recorded(window_runner(r, inputs[f][b], opts), recorders[f]) for f, r in runners.items()},
                     opts.stability_pct, opts.max_windows, opts.rounds)
                 peak_load = max(peak_load, os.getloadavg()[0])
                 for fmt, ws in windows.items():
@@ -247,6 +263,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                         batch_size=b, latency_ms=m.latency_ms, throughput_ips=m.throughput_ips,
                         requests=m.requests, windows=m.windows, stable=m.stable, cv_pct=m.cv_pct,
                         peak_host_mem_mb=host_mb[fmt], peak_gpu_mem_mb=gpu_mb[fmt],
+                        telemetry=recorders[fmt].result(),
                         **_speedup(fmt, ws, windows.get("eager")),
                     ))
                 p.advance(task)
