@@ -358,6 +358,7 @@ class BenchSettings(Checked):
     stability_pct: NonNegative
     max_windows: Positive
     url: Text | None = None
+    omp_wait_policy: Short | None = None  # 1.1: OMP_WAIT_POLICY of the measuring process (agent/__init__.py)
 
 
 class ResultDocument(Checked):
@@ -392,6 +393,8 @@ class ResultDocument(Checked):
                         raise ValueError(f"results.{i}.{f} needs schema_version 1.1 (the document says 1.0)")
                 if r.format == "pt2":
                     raise ValueError(f"results.{i}.format pt2 needs schema_version 1.1 (the document says 1.0)")
+            if self.settings.omp_wait_policy is not None:
+                raise ValueError("settings.omp_wait_policy needs schema_version 1.1 (the document says 1.0)")
         return self
 
     @field_validator("created_at")

@@ -23,10 +23,12 @@ device once and every request is CUDA-synchronised. Per model, in two phases:
 
 Interleaving cancels a load that changes; it cannot cancel one that hurts the
 formats unequally. On oversubscribed CPUs (load average above the CPU count)
-PyTorch's OpenMP threads collapse (eager mobilenet_v3_small batch 1, 2 CPUs,
-load 7: 1.9 inf/s with 2 threads, 37 with 1) while ONNX Runtime's pool
-degrades gently, so the bench warns when the load average exceeded the CPU
-count.
+OpenMP threads that spin while they wait (libgomp's default) collapse (eager
+mobilenet_v3_small batch 1, 2 CPUs, load 7: 1.9 inf/s with 2 threads, 37 with
+1, 61 with passive waiting) while ONNX Runtime's pool degrades gently: the
+agent sets ``OMP_WAIT_POLICY=PASSIVE`` unless the environment chose
+(``agent/__init__.py``; recorded in ``settings.omp_wait_policy``), and the
+bench warns when the load average exceeded the CPU count.
 
 Memory: ``peak_host_mem_mb`` is what the measured engine itself costs, taken
 in phase 1 while it alone runs: the peak resident set size (RSS) of this
@@ -282,7 +284,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
             warmup=opts.warmup,
             window_seconds=None if opts.iterations else opts.window_seconds,
             iterations=opts.iterations, stability_pct=opts.stability_pct,
-            max_windows=opts.max_windows,
+            max_windows=opts.max_windows, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"),
         ),
         results=results,
     )
