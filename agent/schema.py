@@ -257,7 +257,8 @@ class ServerMetrics(Checked):
     request (``nv_inference_*``) and the mean of its gauges scraped during them
     (``nv_gpu_*`` on GPU servers, ``nv_cpu_*`` with ``--allow-cpu-metrics``)."""
 
-    request_success: Count  # must equal the requests the client completed in the windows
+    request_success: Count  # must equal client_requests
+    client_requests: Count | None = None  # the client's completions between the same two scrapes
     request_failure: Count
     inference_count: Count  # samples (a batch-8 request counts 8)
     exec_count: Count  # model executions (after dynamic batching)

@@ -175,7 +175,8 @@ def test_served_benchmark_http_and_grpc(node):
     r = node.agent("bench", "--target", "triton", "--engines", str(node.engines), "--url", node.url,
                    "--models", "squeezenet1_1", "--formats", "onnx", "--batch-sizes", "1",
                    "--concurrency", "1,2", "--duration", "0.5", "--max-windows", "3", "--warmup", "2",
-                   "--json", str(out / "r.json"), "--csv", str(out / "r.csv"))
+                   "--json", str(out / "r.json"), "--csv", str(out / "r.csv"),
+                   "--metrics-url", f"127.0.0.1:{node.ports[2]}")
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "r.json").read_text())
     assert doc["target"] == "triton" and doc["node"]["triton_version"] == "2.51.0"
@@ -184,8 +185,21 @@ def test_served_benchmark_http_and_grpc(node):
     for x in doc["results"]:
         assert x["throughput_ips"] > 0 and x["latency_ms"]["p99"] >= x["latency_ms"]["p50"] > 0
         assert x["server"]["request_count"] > 0 and x["server"]["compute_infer_us"] > 0
+        # Triton's Prometheus counters read at each used window's edges: the server's count is the
+        # client's over the same span (up to the requests in flight at its edges); its split fits in
+        # the client's latency
+        m = x["server_metrics"]
+        assert m["client_requests"] >= x["requests"] > 0
+        assert abs(m["request_success"] - m["client_requests"]) <= 2 * x["concurrency"] * 3, m
+        assert m["request_failure"] == 0 and m["cpu_utilization_pct"] is not None
+        split = m["queue_us"] + m["compute_input_us"] + m["compute_infer_us"] + m["compute_output_us"]
+        assert 0 < split <= m["request_us"] * 1.01 and m["request_us"] <= x["latency_ms"]["mean"] * 1e3
+        assert x["telemetry"] is None  # --metrics-url names no local server process
     csv = (out / "r.csv").read_text().splitlines()
     assert csv[0].startswith("Concurrency,Inferences/Second,") and len(csv) == 3
+    # the default: the server `agent serve` started (its state file under the agent's state dir)
+    (node.root / "agent-state" / "triton").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(node.state / "server.json", node.root / "agent-state" / "triton" / "server.json")
     g = node.agent("bench", "--target", "triton", "--protocol", "grpc", "--engines", str(node.engines),
                    "--url", f"127.0.0.1:{node.ports[1]}", "--models", "mobilenet_v3_small", "--formats", "onnx",
                    "--batch-sizes", "2", "--concurrency", "2", "--iterations", "5", "--max-windows", "3",
@@ -193,6 +207,9 @@ def test_served_benchmark_http_and_grpc(node):
     assert g.returncode == 0, g.stderr
     res = json.loads((out / "g.json").read_text())["results"]
     assert res[0]["protocol"] == "grpc" and res[0]["batch_size"] == 2
+    assert res[0]["server_metrics"]["inference_count"] >= 2 * res[0]["server_metrics"]["request_success"] > 0
+    t = res[0]["telemetry"]  # tritonserver and its python-backend stubs, found by the pid in the state file
+    assert t["source"] == "psutil" and t["cpu_utilization_pct"] > 0 and t["rss_mb"] > 100
     # not reachable / not served
     assert "not reachable" in error_line(node.agent("serve", "status", "--url", f"127.0.0.1:{free_port()}"))
     bad = node.agent("bench", "--target", "triton", "--engines", str(node.engines), "--url",

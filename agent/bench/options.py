@@ -30,3 +30,4 @@ class BenchOptions:
     server_qps: float | None = None  # fixed server_target_qps instead of the search
     server_steps: int = 8  # LoadGen runs the server QPS search may make
     log_dir: Path | None = None  # LoadGen logs (default: <engines>/../bench-logs)
+    metrics_url: str | None = None  # Triton's metrics endpoint (default: the agent-started server's, else host:8002)

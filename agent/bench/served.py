@@ -12,7 +12,11 @@ API, read at each window's start and end, gives the server-side breakdown per
 request (queue, compute input/infer/output) over exactly the windows the
 figures use (``BenchResult.server``); the client's own phases, timed around
 each request, give ``BenchResult.client`` (perf_analyzer's Client Send /
-Client Recv, see :class:`Request`).
+Client Recv, see :class:`Request`). Triton's Prometheus endpoint, read right
+at each window's edges (its gauges in between), gives ``server_metrics`` with
+the client's completions over the same span beside the server's count; the
+server's process tree (psutil, or NVML on a GPU), when this node runs it,
+gives ``telemetry`` (:func:`telemetry_sources`, :mod:`agent.telemetry`).
 
 Before measuring, one served request per model is checked against the engine
 run in-process (``agent.runtimes``) with :func:`agent.verify.verify` and the
@@ -185,6 +189,7 @@ class WindowLog:
     recv_s: float
     stats_before: dict | None
     stats_after: dict | None
+    telemetry: tuple = ()  # the window's recorders (agent.telemetry): Triton's metrics, the server's device
 
 
 class LoadGenerator:
@@ -197,12 +202,13 @@ class LoadGenerator:
     server's counters cover the same span as the client's."""
 
     def __init__(self, url: str, protocol: str, served: Served, batch: int, concurrency: int,
-                 stats=None) -> None:
+                 stats=None, telemetry=None) -> None:
         from agent.verify import random_batch
 
         x = random_batch(batch, tuple(served.record.inputs[0].shape[1:]))
         self.requests = [Request(_client(url, protocol), protocol, served, x) for _ in range(concurrency)]
         self.stats = stats
+        self.telemetry = telemetry  # () -> recorders entered for each window (agent.telemetry)
         self.lock = threading.Lock()
         self.done: list[tuple[float, float, float | None, float]] = []  # (end, latency, send, recv)
         self.count = 0
@@ -256,10 +262,21 @@ class LoadGenerator:
             time.sleep(0.005)
 
     def window(self, seconds: float, iterations: int | None) -> Window:
+        import contextlib
+
+        with contextlib.ExitStack() as stack:
+            recorders = tuple(stack.enter_context(r) for r in (self.telemetry() if self.telemetry else ()))
+            return self._window(seconds, iterations, recorders)
+
+    def _window(self, seconds: float, iterations: int | None, recorders: tuple) -> Window:
         clock = time.perf_counter
+        marked = [r for r in recorders if getattr(r, "marks", False)]  # counters read at the edges
         before = self.stats() if self.stats else None
         with self.lock:
             self.done.clear()
+        for r in marked:
+            r.start()
+        with self.lock:
             start_count = self.count
             start = clock()
         if iterations:
@@ -271,17 +288,31 @@ class LoadGenerator:
         with self.lock:
             end = clock()
             done = [d for d in self.done if start <= d[0] <= end]
+        for r in marked:
+            r.stop()
+            with self.lock:  # the client's completions over the scrapes' own span
+                r.add_client_requests(sum(1 for d in self.done if r.span_start <= d[0] <= r.span_end))
         after = self.stats() if self.stats else None
         self._check()
         if done:
             sends = [d[2] for d in done]
             self.log.append(WindowLog(len(done), None if None in sends else sum(sends), sum(d[3] for d in done),
-                                      before, after))
+                                      before, after, recorders))
         return Window([d[1] for d in done], end - start)
 
     def used(self, n: int) -> list[WindowLog]:
         """The logs of the last ``n`` windows (those the measurement's statistics use)."""
         return self.log[-n:]
+
+
+def window_telemetry(logs: list[WindowLog]) -> dict:
+    """server_metrics and telemetry over the windows a measurement used."""
+    from agent.telemetry import device, triton_metrics
+
+    recs = [r for w in logs for r in w.telemetry]
+    return {"server_metrics": triton_metrics.combined(
+                [r for r in recs if isinstance(r, triton_metrics.ServerMetricsRecorder)]),
+            "telemetry": device.combined([r for r in recs if isinstance(r, device.DeviceRecorder)])}
 
 
 def client_breakdown(logs: list[WindowLog]) -> ClientBreakdown | None:
@@ -396,6 +427,58 @@ def check_served(client, protocol: str, served: Served, engines_dir) -> None:
         raise AgentError(f"served {rec.name} does not match the in-process engine: {result.message}")
 
 
+@dataclass(frozen=True)
+class TelemetrySources:
+    """Where a served measurement's telemetry comes from: Triton's metrics endpoint (None:
+    unreachable) and, for a server this node runs, its process (psutil / NVML)."""
+
+    metrics_url: str | None
+    server_pid: int | None
+
+    def recorders(self, served: Served) -> list:
+        from agent.telemetry.device import DeviceRecorder
+        from agent.telemetry.triton_metrics import ServerMetricsRecorder
+
+        out: list = []
+        if self.metrics_url:
+            out.append(ServerMetricsRecorder(self.metrics_url, served.record.name, marks=True))
+        if self.server_pid:
+            out.append(DeviceRecorder(gpu=served.device == "cuda", pids=[self.server_pid]))
+        return out
+
+
+def telemetry_sources(opts: BenchOptions, config: AgentConfig) -> TelemetrySources:
+    """``--metrics-url``, else the server ``agent serve`` started (its state file names its
+    ports and pid) when it is the one at ``--url``, else the ``--url`` host on Triton's
+    default metrics port. An endpoint that does not answer now is left out, with a warning."""
+    import sys
+
+    from agent.telemetry.triton_metrics import scrape
+
+    host, _, port = opts.url.split("://", 1)[-1].rstrip("/").rpartition(":")
+    url, pid = opts.metrics_url, None
+    try:
+        state = json.loads((config.state_dir / "triton" / "server.json").read_text())
+        if str(state.get("ports", {}).get(opts.protocol)) == port and host in ("127.0.0.1", "localhost", "::1"):
+            url = url or f"127.0.0.1:{state['ports']['metrics']}"
+            pid = state.get("pid")
+    except (OSError, ValueError, KeyError):
+        pass
+    url = url or f"{host}:8002"
+    try:
+        scrape(f"http://{url}/metrics" if "://" not in url else url, timeout=3)
+    except AgentError as e:
+        print(f"warning: no server metrics in the results: {e}", file=sys.stderr)
+        url = None
+    return TelemetrySources(url, pid if pid and _alive(pid) else None)
+
+
+def _alive(pid: int) -> bool:
+    import psutil
+
+    return psutil.pid_exists(pid)
+
+
 def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     from agent.facts import node_facts
     from agent.ui import progress
@@ -415,6 +498,7 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
             check_served(client, opts.protocol, s, opts.engines_dir)
         node = node_facts(config)
         node.triton_version = meta.get("version") or node.triton_version
+        sources = telemetry_sources(opts, config)
         results: list[BenchResult] = []
         steps = [(s, b, c) for s in served for b in opts.batch_sizes for c in opts.concurrency]
         with progress() as bar:
@@ -423,7 +507,8 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                 rec = s.record
                 bar.update(task, description=f"{rec.name} batch {batch} concurrency {conc}")
                 stats = lambda name=rec.name: _stats(client, opts.protocol, name)
-                with LoadGenerator(opts.url, opts.protocol, s, batch, conc, stats=stats) as load:
+                with LoadGenerator(opts.url, opts.protocol, s, batch, conc, stats=stats,
+                                   telemetry=lambda s=s: sources.recorders(s)) as load:
                     load.wait_for(max(opts.warmup, 1) * conc)
                     m = measure_until_stable(lambda: load.window(opts.window_seconds, opts.iterations),
                                              batch, opts.stability_pct, opts.max_windows)
@@ -433,7 +518,7 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                     batch_size=batch, concurrency=conc, triton_model=rec.name, protocol=opts.protocol,
                     latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
                     windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used),
-                    client=client_breakdown(used),
+                    client=client_breakdown(used), **window_telemetry(used),
                 ))
                 bar.advance(task)
     finally:

@@ -122,6 +122,22 @@ class DeviceRecorder:
             rss_mb=round(self.rss_peak / 2**20, 1))
 
 
+def combined(recorders: list[DeviceRecorder]) -> DeviceTelemetry | None:
+    """One DeviceTelemetry over several recorders' spans (e.g. the windows a measurement used)."""
+    if not recorders:
+        return None
+    first = recorders[0]
+    total = DeviceRecorder(gpu=first.use_nvml, gpu_index=first.gpu_index, pids=first.pids, interval_s=first.interval)
+    total.use_nvml = first.use_nvml
+    for r in recorders:
+        total.gpu += r.gpu
+        total.rss_peak = max(total.rss_peak, r.rss_peak)
+        total.cpu_s += r.cpu_s
+        total.wall_s += r.wall_s
+        total.samples += r.samples
+    return total.result()
+
+
 def summarize_gpu(samples: list[nvml.GpuSample], interval_s: float) -> DeviceTelemetry | None:
     """Means of utilisation, power and clock; peaks of memory, power and temperature."""
     if not samples:

@@ -22,6 +22,7 @@ and adds the difference; a thread scrapes the gauges during the span. Its
 from __future__ import annotations
 
 import threading
+import time
 from collections import defaultdict
 
 import httpx
@@ -87,23 +88,28 @@ def metrics_url(host_port: str) -> str:
 
 
 class ServerMetricsRecorder:
-    def __init__(self, url: str, model: str, interval_s: float = SCRAPE_INTERVAL_S) -> None:
+    def __init__(self, url: str, model: str, interval_s: float = SCRAPE_INTERVAL_S, marks: bool = False) -> None:
         self.url = metrics_url(url)
+        self.marks = marks
         self.model = model
         self.interval = interval_s
         self.counters: dict[str, float] = defaultdict(float)
         self.gauge_sums: dict[str, float] = defaultdict(float)
         self.gauge_counts: dict[str, int] = defaultdict(int)
         self.scrapes = 0
-        self._before: dict[str, float] = {}
+        self._before: dict[str, float] | None = None
+        self.span_start = self.span_end = 0.0
+        self.client_requests: int | None = None
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def _gauges(self, gauges: dict[str, float]) -> None:
-        for k, v in gauges.items():
-            self.gauge_sums[k] += v
-            self.gauge_counts[k] += 1
-        self.scrapes += 1
+        with self._lock:  # the scrape thread and start/stop both add
+            for k, v in gauges.items():
+                self.gauge_sums[k] += v
+                self.gauge_counts[k] += 1
+            self.scrapes += 1
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -112,9 +118,37 @@ class ServerMetricsRecorder:
             except AgentError:
                 continue  # one missed scrape only thins the gauge mean
 
-    def __enter__(self) -> ServerMetricsRecorder:
-        self._before, gauges = parse(scrape(self.url), self.model)
+    def _read(self) -> tuple[float, dict[str, float]]:
+        """(when Triton wrote the counters: the middle of the scrape, perf_counter time, counters)."""
+        t0 = time.perf_counter()
+        text = scrape(self.url)
+        at = (t0 + time.perf_counter()) / 2
+        counters, gauges = parse(text, self.model)
         self._gauges(gauges)
+        return at, counters
+
+    def start(self) -> None:
+        """Read the counters now: the start of a span (call it right at a window's start)."""
+        self.span_start, self._before = self._read()
+
+    def stop(self) -> None:
+        """Read the counters now and add the span's deltas (right at a window's end)."""
+        self.span_end, after = self._read()
+        for k, v in after.items():
+            self.counters[k] += v - self._before.get(k, 0.0)
+        self._before = None
+
+    def add_client_requests(self, n: int) -> None:
+        """Requests the client completed between this span's two reads (``span_start``,
+        ``span_end``): what ``request_success`` must equal."""
+        self.client_requests = (self.client_requests or 0) + n
+
+    def __enter__(self) -> ServerMetricsRecorder:
+        """Scrape the gauges in a thread until exit; with ``marks`` the caller reads the
+        counters itself (``start``/``stop`` right at the window's edges), else enter and
+        exit do."""
+        if not self.marks:
+            self.start()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, daemon=True, name="triton-metrics")
         self._thread.start()
@@ -124,12 +158,8 @@ class ServerMetricsRecorder:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        if exc[0] is not None:
-            return
-        after, gauges = parse(scrape(self.url), self.model)
-        self._gauges(gauges)
-        for k, v in after.items():
-            self.counters[k] += v - self._before.get(k, 0.0)
+        if exc[0] is None and self._before is not None:
+            self.stop()
 
     def result(self) -> ServerMetrics | None:
         c = self.counters
@@ -146,4 +176,22 @@ class ServerMetricsRecorder:
             inference_count=int(c.get("inference_count", 0)), exec_count=int(c.get("exec_count", 0)),
             request_us=per_request("request_us"), queue_us=per_request("queue_us"),
             compute_input_us=per_request("compute_input_us"), compute_infer_us=per_request("compute_infer_us"),
-            compute_output_us=per_request("compute_output_us"), scrapes=self.scrapes, **gauges)
+            compute_output_us=per_request("compute_output_us"), scrapes=self.scrapes,
+            client_requests=self.client_requests, **gauges)
+
+
+def combined(recorders: list[ServerMetricsRecorder]) -> ServerMetrics | None:
+    """One ServerMetrics over several recorders' spans (e.g. the windows a measurement used)."""
+    if not recorders:
+        return None
+    total = ServerMetricsRecorder(recorders[0].url, recorders[0].model, recorders[0].interval)
+    for r in recorders:
+        for k, v in r.counters.items():
+            total.counters[k] += v
+        for k, v in r.gauge_sums.items():
+            total.gauge_sums[k] += v
+            total.gauge_counts[k] += r.gauge_counts[k]
+        total.scrapes += r.scrapes
+        if r.client_requests is not None:
+            total.add_client_requests(r.client_requests)
+    return total.result()
