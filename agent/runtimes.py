@@ -10,6 +10,8 @@ the input but include the run itself."""
 
 from __future__ import annotations
 
+import os
+
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +99,10 @@ class OnnxRunner(Runner):
         self.device = device
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        # ONNX Runtime's pool spins between runs like OpenMP's: it follows the same policy
+        # (agent/__init__.py: passive unless OMP_WAIT_POLICY=ACTIVE), as the served model does
+        spin = "1" if os.environ.get("OMP_WAIT_POLICY", "").upper() == "ACTIVE" else "0"
+        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         self.input_name = self.session.get_inputs()[0].name
 
