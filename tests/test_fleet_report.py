@@ -277,12 +277,12 @@ def test_csv_cells_a_spreadsheet_would_execute_are_escaped():
 
     # results.csv's row formatter writes exactly what the safe writer writes
     ref = io.StringIO()
-    _csv(ref, as_tuples(rows) * 2 + [(*as_tuples([_row(price_per_hour=None)])[0][:18], 2.5)],
+    _csv(ref, as_tuples(rows) * 2 + [(*as_tuples([_row(price_per_hour=None)])[0][:18], 2.5, 120.0, 800.5, 150.25, 73.0, 0.125)],
          list(ROW_FIELDS), None)
     from agent.fleet.render import _results_csv
 
     fast = io.StringIO()
-    _results_csv(fast, as_tuples(rows) * 2 + [(*as_tuples([_row(price_per_hour=None)])[0][:18], 2.5)])
+    _results_csv(fast, as_tuples(rows) * 2 + [(*as_tuples([_row(price_per_hour=None)])[0][:18], 2.5, 120.0, 800.5, 150.25, 73.0, 0.125)])
     assert fast.getvalue() == ref.getvalue()
     res = next(csv.DictReader(io.StringIO(files["results.csv"], newline="")))
     for col, value in evil.items():
@@ -645,6 +645,42 @@ def test_cv_above_the_limit_is_flagged_unstable_and_never_best(tmp_path):
     assert "| 8.0 |" in (out / "report.md").read_text() and "⚠ unstable |" in (out / "report.md").read_text()
     r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--max-cv", "0", env=agent_env())
     assert r.returncode == 2 and "--max-cv must be > 0" in r.stderr
+
+
+def test_telemetry_shows_queue_vs_compute_power_and_utilisation(tmp_path):
+    """Server-side split, utilisation and throughput per watt reach the per-node tables,
+    the best configurations and results.csv; results without telemetry show dashes."""
+    from agent.fleet.data import build_report
+    from agent.schema import DeviceTelemetry, ServerMetrics
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    a = make_document(make_node(0), ("resnet18",), ("onnx",), (1,), created_at=T0, seed=1, stability=True)
+    b = make_document(make_node(4), ("resnet18",), ("onnx",), (1,), created_at=T0, seed=2, stability=True)
+    r = a.results[0]
+    r.server_metrics = ServerMetrics(request_success=100, client_requests=100, request_failure=0, inference_count=100,
+                                     exec_count=100, request_us=900.0, queue_us=300.0, compute_input_us=10.0,
+                                     compute_infer_us=580.0, compute_output_us=10.0)
+    r.telemetry = DeviceTelemetry(source="nvml", samples=20, interval_ms=100, gpu_utilization_pct=75.0,
+                                  gpu_power_w=200.0, gpu_memory_used_mb=1500.0)
+    ingest_many(engine, [a, b])
+    report = build_report(engine)
+    engine.dispose()
+    rows = {x.node: x for x in report.rows}
+    got = rows["node-0000"]
+    assert (got.queue_us, got.compute_us, got.power_w, got.utilization_pct) == (300.0, 600.0, 200.0, 75.0)
+    assert got.ips_per_watt == pytest.approx(got.throughput_ips / 200.0)
+    assert rows["node-0004"].power_w is None and rows["node-0004"].ips_per_watt is None
+    out = tmp_path / "r"
+    res = run_agent("fleet", "report", "--db", url, "--out", str(out), "--format", "md,html,csv", env=agent_env())
+    assert res.returncode == 0, res.stderr
+    md = (out / "report.md").read_text()
+    assert "| 300 / 600 (33% queue) | 75 | 200 |" in md and "inf/s per W" in md
+    assert "300 / 600 (33% queue)" in (out / "report.html").read_text()
+    csv_rows = {x["node"]: x for x in read_csv(out / "results.csv")}
+    assert (csv_rows["node-0000"]["queue_us"], csv_rows["node-0000"]["power_w"]) == ("300", "200")
+    assert csv_rows["node-0004"]["power_w"] == ""
 
 
 def test_invalid_reasons_are_read_from_the_document_also_in_another_layout():

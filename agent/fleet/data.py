@@ -62,6 +62,13 @@ class Row:
     speedup_vs_eager: float | None = None
     cost_per_million: float | None = None
     cv_pct: float | None = None  # coefficient of variation of the windows used (schema 1.1), %
+    # telemetry (schema 1.1): Triton's per-request queue and compute time (served results),
+    # mean GPU power and utilisation (CPU nodes: the measuring process's CPU, 100 = one core)
+    queue_us: float | None = None
+    compute_us: float | None = None
+    power_w: float | None = None
+    utilization_pct: float | None = None
+    ips_per_watt: float | None = None  # throughput / power where power is known
 
 
 ROW_FIELDS = tuple(f.name for f in fields(Row))
@@ -193,7 +200,8 @@ ORDER BY l.model, 2, l.node_name, l.backend, l.precision, l.batch_size, l.concur
 RUNS_SQL = """SELECT id, node_name, COALESCE(gpu_name, 'cpu'), COALESCE(instance_type, ''), price_per_hour,
        target, created_at, received_at, stack, {in_window} FROM runs{where}"""
 RESULTS_SQL = """SELECT run_id, node_name, model, format, precision, batch_size, concurrency, throughput_ips,
-       p50_ms, p99_ms, stable, created_at, id, cv_pct, scenario, scenario_valid, scenario_metric
+       p50_ms, p99_ms, stable, created_at, id, cv_pct, scenario, scenario_valid, scenario_metric,
+       queue_us, compute_us, power_w, utilization_pct
 FROM results{where}"""
 FETCH = 20_000
 
@@ -327,7 +335,8 @@ def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT) -> list[tuple]:  # noqa:
         base = eager.get((node, model, precision, bs, conc)) or eager.get((node, model, "fp32", bs, conc))
         append((node, run[1], run[2], price, model, backend, precision, bs, conc, ips, t[8], t[9],
                 bool(t[10]) and (cv is None or cv <= max_cv_pct), t[0], ts, run[7], ips / base if base else None,
-                None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6, cv))  # cost_per_million, cv
+                None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6, cv,  # cost_per_million, cv
+                t[17], t[18], t[19], t[20], ips / t[19] if t[19] else None))  # queue, compute, W, util, inf/s/W
     out.sort(key=ROW_ORDER)
     return out
 
@@ -422,13 +431,15 @@ def _best(rows: list[Row], budget: float | None) -> list[dict]:
                 out.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
                             "precision": None, "batch_size": None, "concurrency": None,
                             "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
+                            "utilization_pct": None, "ips_per_watt": None,
                             "note": f"no stable configuration{within}"
                             + (" with a known $/hour" if kind == "cheapest" and model in fastest else "")})
                 continue
             out.append({"model": model, "criterion": kind, "node": r.node, "gpu": r.gpu,
                         "backend": r.backend, "precision": r.precision, "batch_size": r.batch_size,
                         "concurrency": r.concurrency, "throughput_ips": r.throughput_ips,
-                        "p99_ms": r.p99_ms, "cost_per_million": r.cost_per_million, "note": ""})
+                        "p99_ms": r.p99_ms, "cost_per_million": r.cost_per_million,
+                        "utilization_pct": r.utilization_pct, "ips_per_watt": r.ips_per_watt, "note": ""})
     return out
 
 
@@ -473,13 +484,15 @@ def _summaries(tuples: list[tuple], budget: float | None) -> tuple[list[dict], l
                 best.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
                              "precision": None, "batch_size": None, "concurrency": None,
                              "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
+                             "utilization_pct": None, "ips_per_watt": None,
                              "note": f"no stable configuration{within}"
                              + (" with a known $/hour" if kind == "cheapest" and model in fastest else "")})
                 continue
             best.append({"model": model, "criterion": kind, "node": t[0], "gpu": t[1],
                          "backend": t[5], "precision": t[6], "batch_size": t[7],
                          "concurrency": t[8], "throughput_ips": t[9],
-                         "p99_ms": t[11], "cost_per_million": t[17], "note": ""})
+                         "p99_ms": t[11], "cost_per_million": t[17], "utilization_pct": t[22],
+                         "ips_per_watt": t[23], "note": ""})
     return by_gpu, best, groups
 
 

@@ -86,7 +86,7 @@ def _results_csv(f: IO[str], tuples: list[tuple]) -> None:
     node, gpu, itype, price, model, backend, prec, stable, run, created, stack = (_Cells() for _ in range(11))
     runs: dict[tuple, tuple[str, str]] = {}  # (run, node, created) -> the row's run cells
     g = "%.6g"
-    line = "%s,%s,%s,%s,%d,%d,%.6g,%.6g,%.6g,%s,%s,%s,%s,%s\n"  # ROW_FIELDS, run cells joined
+    line = "%s,%s,%s,%s,%d,%d,%.6g,%.6g,%.6g,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s\n"  # ROW_FIELDS, run cells joined
     for i in range(0, len(tuples), 10_000):
         chunk = tuples[i:i + 10_000]
         keys = [(t[13], t[0], t[14]) for t in chunk]
@@ -97,7 +97,8 @@ def _results_csv(f: IO[str], tuples: list[tuple]) -> None:
         f.write("".join([line % (
             (r := runs[k])[0], model[t[4]], backend[t[5]], prec[t[6]], t[7], t[8], t[9], t[10], t[11],
             stable[t[12]], r[1], "" if t[16] is None else g % t[16], "" if t[17] is None else g % t[17],
-            "" if t[18] is None else g % t[18]) for k, t in zip(keys, chunk)]))
+            "" if t[18] is None else g % t[18], *("" if t[j] is None else g % t[j] for j in range(19, 24)))
+            for k, t in zip(keys, chunk)]))
 
 
 def _cached_csv(f: IO[str], records, columns: list[str], get) -> None:  # noqa: ANN001
@@ -182,10 +183,18 @@ def context(report: Report, with_plots: bool) -> dict:
         iv = ci.get((x.run_id, x.model, x.backend, x.precision, x.batch_size, x.concurrency))
         return s if iv is None else f"{s} [{iv[0]:.2f}–{iv[1]:.2f}]"
 
+    def split(x: Row) -> str:
+        """Triton's per-request queue / compute time (served results), with the queue's share."""
+        if x.queue_us is None or x.compute_us is None:
+            return "–"
+        total = x.queue_us + x.compute_us
+        share = f" ({x.queue_us / total:.0%} queue)" if total > 0 else ""
+        return f"{x.queue_us:,.0f} / {x.compute_us:,.0f}{share}"
+
     return {"r": report, "models": models, "detail": detail, "max_nodes_detail": MAX_NODES_DETAIL,
             "fmt": _fmt, "money": _money, "csv_files": CSV_FILES, "unstable": report.unstable,
             "comparisons_shown": report.comparisons if len(report.comparisons) <= 300 else flagged,
-            "flagged": flagged, "speedup": speedup, "scenarios": sc, "scenario_models": scen_models,
+            "flagged": flagged, "speedup": speedup, "split": split, "scenarios": sc, "scenario_models": scen_models,
             "invalid_shown": sc.invalid[:MAX_INVALID_SHOWN] if sc else [], "max_invalid_shown": MAX_INVALID_SHOWN}
 
 
