@@ -394,8 +394,20 @@ def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path)
         assert float(r["throughput_ips"]) == pytest.approx(ips, rel=1e-5)
         assert float(r["p99_ms"]) == pytest.approx(p99, rel=1e-5)
         assert float(r["price_per_hour"]) == PRICES[r["node"]]
+    # the server-side split per node: Triton's own queue and compute time of every served result
+    # (its Prometheus counters, read by the agent at each window's edges on the node)
+    for r in rows:
+        if r["backend"].startswith("triton-"):
+            assert float(r["queue_us"]) >= 0 and float(r["compute_us"]) > 0, r
+    for run in benched.runs():
+        doc = benched.run_doc(run["id"])
+        for r in doc["results"]:
+            if doc["target"] == "triton" and not r.get("scenario"):
+                m = r["server_metrics"]
+                assert m and abs(m["request_success"] - m["client_requests"]) <= 2 * r["concurrency"] * 3, m
     html = (tmp_path / "report" / "report.html").read_text()
     assert all(name in html for name in NODES)
+    assert "% queue)" in html  # the per-node tables show the split
     assert "<img" in html or "<svg" in html, "the HTML report has no figure"
 
 
