@@ -17,14 +17,13 @@ schema's :class:`~agent.schema.DeviceTelemetry`:
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import psutil
 
 from agent.schema import DeviceTelemetry
-from agent.telemetry import nvml
+from agent.telemetry import Sampler, nvml
 
 INTERVAL_S = 0.1
 
@@ -40,25 +39,23 @@ def _tree(pids: Iterable[int]) -> list[psutil.Process]:
     return procs
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> float:
+def _sum(procs: list[psutil.Process], read: Callable[[psutil.Process], float]) -> float:
+    """``read`` summed over the processes still alive."""
     total = 0.0
     for p in procs:
         try:
-            t = p.cpu_times()
-            total += t.user + t.system
+            total += read(p)
         except psutil.Error:
             continue
     return total
+
+
+def _cpu_seconds(procs: list[psutil.Process]) -> float:
+    return _sum(procs, lambda p: sum(p.cpu_times()[:2]))  # user + system
 
 
 def _rss(procs: list[psutil.Process]) -> int:
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
+    return int(_sum(procs, lambda p: p.memory_info().rss))
 
 
 class DeviceRecorder:
@@ -75,8 +72,7 @@ class DeviceRecorder:
         self.cpu_s = 0.0
         self.wall_s = 0.0
         self.samples = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._sampler = Sampler(self._take, interval_s, "device-telemetry")
         self._procs: list[psutil.Process] = []
         self._t0 = self._c0 = 0.0
 
@@ -90,24 +86,16 @@ class DeviceRecorder:
             self.rss_peak = max(self.rss_peak, _rss(self._procs))
             self.samples += 1
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self._take()
-
     def __enter__(self) -> DeviceRecorder:
         if not self.use_nvml:
             self._procs = _tree(self.pids)
             self._c0 = _cpu_seconds(self._procs)
         self._t0 = time.perf_counter()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="device-telemetry")
-        self._thread.start()
+        self._sampler.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._sampler.stop()
         self._take()  # a span shorter than the interval still gets one sample
         self.wall_s += time.perf_counter() - self._t0
         if not self.use_nvml:

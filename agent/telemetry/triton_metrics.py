@@ -30,6 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.errors import AgentError
 from agent.schema import ServerMetrics
+from agent.telemetry import Sampler
 
 COUNTERS = {
     "nv_inference_request_success": "request_success",
@@ -100,9 +101,8 @@ class ServerMetricsRecorder:
         self._before: dict[str, float] | None = None
         self.span_start = self.span_end = 0.0
         self.client_requests: int | None = None
-        self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._sampler = Sampler(self._scrape_gauges, interval_s, "triton-metrics")
 
     def _gauges(self, gauges: dict[str, float]) -> None:
         with self._lock:  # the scrape thread and start/stop both add
@@ -111,12 +111,11 @@ class ServerMetricsRecorder:
                 self.gauge_counts[k] += 1
             self.scrapes += 1
 
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self._gauges(parse(scrape(self.url), self.model)[1])
-            except AgentError:
-                continue  # one missed scrape only thins the gauge mean
+    def _scrape_gauges(self) -> None:
+        try:
+            self._gauges(parse(scrape(self.url), self.model)[1])
+        except AgentError:
+            pass  # one missed scrape only thins the gauge mean
 
     def _read(self) -> tuple[float, dict[str, float]]:
         """(when Triton wrote the counters: the middle of the scrape, perf_counter time, counters)."""
@@ -149,15 +148,11 @@ class ServerMetricsRecorder:
         exit do."""
         if not self.marks:
             self.start()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, daemon=True, name="triton-metrics")
-        self._thread.start()
+        self._sampler.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._sampler.stop()
         if exc[0] is None and self._before is not None:
             self.stop()
 
