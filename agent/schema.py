@@ -344,6 +344,9 @@ class BenchResult(Checked):
     server: ServerBreakdown | None = None
     client: ClientBreakdown | None = None  # 1.1: the client's send / receive phases (served results)
     scenario: ScenarioResult | None = None  # 1.1: set when this result is an MLPerf LoadGen scenario
+    # 1.1: "image": each request carried encoded images (JPEG) and the measurement includes decoding and
+    # preprocessing (in-process: agent.classify.imagenet; served: the <model>_classifier ensemble)
+    input: Literal["tensor", "image"] = "tensor"
     server_metrics: ServerMetrics | None = None  # 1.1: Triton's Prometheus metrics (served results)
     telemetry: DeviceTelemetry | None = None  # 1.1: NVML / psutil during the windows
 
@@ -392,8 +395,9 @@ class ResultDocument(Checked):
                 for f in V11_RESULT_FIELDS:
                     if getattr(r, f) is not None:
                         raise ValueError(f"results.{i}.{f} needs schema_version 1.1 (the document says 1.0)")
-                if r.format == "pt2":
-                    raise ValueError(f"results.{i}.format pt2 needs schema_version 1.1 (the document says 1.0)")
+                if r.format == "pt2" or r.input != "tensor":
+                    what = "format pt2" if r.format == "pt2" else f"input {r.input}"
+                    raise ValueError(f"results.{i}.{what} needs schema_version 1.1 (the document says 1.0)")
             if self.settings.omp_wait_policy is not None:
                 raise ValueError("settings.omp_wait_policy needs schema_version 1.1 (the document says 1.0)")
         return self

@@ -174,3 +174,46 @@ def test_pretrained_weights_know_a_cat():
 
     top5 = [imagenet_labels()[i] for i in np.argsort(-probs)[:5]]
     assert {"tabby", "tiger cat", "Egyptian cat"} & set(top5), top5
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@pytest.mark.timeout(600)
+def test_image_payload_benchmarks_in_process_and_served_and_report_apart(node, tmp_path):
+    """`agent bench --input images`: encoded images through the preprocessing, in-process
+    (eager and ONNX on the same images, interleaved) and through the classifier ensemble;
+    the fleet report keeps them apart from the tensor results ("<backend> images")."""
+    from agent.collector.db import make_engine, migrate
+    from agent.collector.ingest import ingest
+    from agent.fleet.data import build_report
+    from agent.schema import ResultDocument
+
+    common = ("--models", "squeezenet1_1", "--engines", str(node["engines"]), "--batch-sizes", "1,2",
+              "--duration", "0.3", "--max-windows", "3", "--warmup", "1")
+    docs = []
+    for name, args in (("inprocess", ("--formats", "eager,onnx", "--input", "images", "--images",
+                                      str(SAMPLES / "chelsea.png"), "--rounds", "2")),
+                       ("served", ("--target", "triton", "--url", node["http"], "--concurrency", "1",
+                                   "--input", "images")),
+                       ("tensors", ("--formats", "eager,onnx", "--rounds", "2"))):
+        r = run_cli("bench", *common, *args, "--json", str(tmp_path / f"{name}.json"), timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        docs.append(ResultDocument.model_validate_json((tmp_path / f"{name}.json").read_text()))
+    inproc, served, tensors = docs
+    assert {(x.format, x.input) for x in inproc.results} == {("eager", "image"), ("onnx", "image")}
+    assert all(x.speedup_vs_eager and x.throughput_ips > 0 for x in inproc.results)
+    assert [(x.triton_model, x.format, x.input, x.batch_size) for x in served.results] == [
+        ("squeezenet1_1_classifier", "onnx", "image", 1), ("squeezenet1_1_classifier", "onnx", "image", 2)]
+    assert all(x.input == "tensor" for x in tensors.results)
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    for d in docs:
+        assert ingest(engine, d)
+    report = build_report(engine)
+    engine.dispose()
+    backends = {x.backend for x in report.rows}
+    assert backends == {"eager", "onnx", "eager images", "onnx images", "triton-onnx images"}
+    onnx_images = next(x for x in report.rows if x.backend == "onnx images" and x.batch_size == 1)
+    eager_images = next(x for x in inproc.results if x.format == "eager" and x.batch_size == 1)
+    assert onnx_images.speedup_vs_eager == pytest.approx(
+        onnx_images.throughput_ips / eager_images.throughput_ips, rel=1e-6)  # vs eager on images

@@ -226,7 +226,7 @@ def test_a_1_0_database_upgrades_to_1_1_and_keeps_its_results(db_url):
     command.upgrade(alembic_config(engine), "0001")
     doc0 = ResultDocument.model_validate({**json.loads(doc_json(1)), "schema_version": "1.0"})
     v11_columns = ("scenario", "scenario_valid", "scenario_metric", "cv_pct", "queue_us", "compute_us",
-                   "power_w", "utilization_pct")  # not in a 0001 database
+                   "power_w", "utilization_pct", "input")  # not in a 0001 database
     rows = [{k: v for k, v in r.items() if k not in v11_columns} for r in result_rows(doc0)]
     with engine.begin() as conn:
         _upsert_node(conn, doc0, to_utc_naive(doc0.created_at))

@@ -32,7 +32,7 @@ RESULT_FIELDS = {
     "speedup_vs_eager", "peak_host_mem_mb", "peak_gpu_mem_mb", "server",
 }
 V11_FIELDS = {"cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario",
-              "server_metrics", "telemetry", "client"}
+              "server_metrics", "telemetry", "input", "client"}
 SCENARIO = {"name": "offline", "valid": False, "invalid_reasons": ["min duration not met"],
             "metric": "samples_per_second", "metric_value": 120.5, "target_qps": 100.0,
             "min_duration_ms": 1000, "min_query_count": 1, "queries": 1, "samples": 240}

@@ -209,6 +209,10 @@ def load_and_warm(model: str, rec: EngineRecord | None, opts: BenchOptions, devi
         runner = eager_runner(model, precision=opts.precision, device=device)
     else:
         runner = load_runner(rec, opts.engines_dir, device=device, check_hashes=False)
+    if opts.input == "images":  # each request: decode + preprocess the images, then the engine
+        from agent.classify.runner import ImageRunner
+
+        runner = ImageRunner(runner, model, opts.image_payloads())
     inputs = {}
     for b in opts.batch_sizes:
         runner.check_batch(b)
@@ -265,7 +269,7 @@ def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                         batch_size=b, latency_ms=m.latency_ms, throughput_ips=m.throughput_ips,
                         requests=m.requests, windows=m.windows, stable=m.stable, cv_pct=m.cv_pct,
                         peak_host_mem_mb=host_mb[fmt], peak_gpu_mem_mb=gpu_mb[fmt],
-                        telemetry=recorders[fmt].result(),
+                        telemetry=recorders[fmt].result(), input="image" if opts.input == "images" else "tensor",
                         **_speedup(fmt, ws, windows.get("eager")),
                     ))
                 p.advance(task)

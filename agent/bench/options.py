@@ -31,3 +31,18 @@ class BenchOptions:
     server_steps: int = 8  # LoadGen runs the server QPS search may make
     log_dir: Path | None = None  # LoadGen logs (default: <engines>/../bench-logs)
     metrics_url: str | None = None  # Triton's metrics endpoint (default: the agent-started server's, else host:8002)
+    input: str = "tensor"  # "images": encoded images through the preprocessing (agent.classify)
+    images: list[Path] = field(default_factory=list)  # --input images: files (default: a synthetic photo-sized JPEG)
+
+    def image_payloads(self) -> list[bytes]:
+        """The encoded images of ``--input images``."""
+        from agent.classify.imagenet import synthetic_jpeg
+        from agent.errors import AgentError
+
+        out = []
+        for p in self.images:
+            try:
+                out.append(Path(p).read_bytes())
+            except OSError as e:
+                raise AgentError(f"cannot read image {p}: {e.strerror or e}") from None
+        return out or [synthetic_jpeg()]

@@ -88,6 +88,22 @@ class Served:
     datatype: str
     device: str  # cpu | cuda (from the instance group kind)
     max_batch: int
+    triton_name: str = ""  # the model Triton is asked for: "" = the engine's own, else its classifier ensemble
+    images: tuple[bytes, ...] = ()  # --input images: the encoded images the requests carry
+
+    @property
+    def name(self) -> str:
+        return self.triton_name or self.record.name
+
+    def payload(self, batch: int) -> np.ndarray:
+        """A request's input: a random tensor batch, or ``batch`` encoded images (BYTES [batch, 1])."""
+        if self.images:
+            from agent.classify.imagenet import image_batch
+
+            return image_batch(list(self.images), batch)
+        from agent.verify import random_batch
+
+        return random_batch(batch, tuple(self.record.inputs[0].shape[1:]))
 
 
 class Request:
@@ -104,7 +120,7 @@ class Request:
         mod = _module(protocol)
         self.client = client
         self.protocol = protocol
-        self.model = served.record.name
+        self.model = served.name
         inp = mod.InferInput(served.input_name, list(x.shape), served.datatype)
         if protocol == "http":
             inp.set_data_from_numpy(x, binary_data=True)
@@ -174,7 +190,7 @@ class TritonRunner(Runner):
         self.client, self.protocol, self.served = client, protocol, served
 
     def infer(self, prepared: Any) -> Any:
-        return _call(f"inference on {self.served.record.name}",
+        return _call(f"inference on {self.served.name}",
                      Request(self.client, self.protocol, self.served, prepared))
 
 
@@ -203,9 +219,7 @@ class LoadGenerator:
 
     def __init__(self, url: str, protocol: str, served: Served, batch: int, concurrency: int,
                  stats=None, telemetry=None) -> None:
-        from agent.verify import random_batch
-
-        x = random_batch(batch, tuple(served.record.inputs[0].shape[1:]))
+        x = served.payload(batch)
         self.requests = [Request(_client(url, protocol), protocol, served, x) for _ in range(concurrency)]
         self.stats = stats
         self.telemetry = telemetry  # () -> recorders entered for each window (agent.telemetry)
@@ -369,6 +383,34 @@ def _breakdown(d: dict[str, tuple[int, int]]) -> ServerBreakdown | None:
 
 
 # ---------------------------------------------------------------------- plan
+def _served_classifiers(client, protocol: str, opts: BenchOptions, engines: dict, ready: set[str]) -> list[Served]:
+    """--input images: each selected model's ``<model>_classifier`` ensemble, with the engine its
+    second step runs (the result is reported under that engine's format)."""
+    from agent.triton.classifier import classifier_name
+
+    models = opts.models or sorted({r.model for r in engines.values()})
+    images = tuple(opts.image_payloads())
+    out = []
+    for m in models:
+        name = classifier_name(m)
+        if name not in ready:
+            continue
+        get = client.get_model_config
+        cfg = (_call(f"config of {name}", get, name, as_json=True)["config"] if protocol == "grpc"
+               else _call(f"config of {name}", get, name))
+        steps = cfg.get("ensemble_scheduling", {}).get("step", [])
+        rec = engines.get(steps[1]["model_name"]) if len(steps) > 1 else None
+        if rec is None or (opts.formats and rec.format not in opts.formats) or rec.precision != opts.precision:
+            continue
+        out.append(Served(record=rec, input_name="IMAGE", output_name="PROBS", datatype="BYTES", device="cpu",
+                          max_batch=int(cfg.get("max_batch_size") or 0) or rec.max_batch,
+                          triton_name=name, images=images))
+    if not out:
+        raise AgentError(f"the server at {opts.url} serves no classifier of {', '.join(models)} "
+                         "(`agent repo --classifiers`, then `agent serve reload`)")
+    return out
+
+
 def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
     from agent.manifest import load_manifest
 
@@ -380,6 +422,8 @@ def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
     ready = {m["name"] for m in index if m.get("state") == "READY"}
     if not ready:
         raise AgentError(f"the Triton server at {opts.url} serves no model (agent serve start / reload)")
+    if opts.input == "images":
+        return _checked_batches(_served_classifiers(client, protocol, opts, manifest.engines, ready), opts)
     out: list[Served] = []
     for name, rec in sorted(manifest.engines.items()):
         if opts.models and rec.model not in opts.models:
@@ -402,10 +446,7 @@ def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
         wanted = ", ".join(opts.models) or "any model"
         raise AgentError(f"the server at {opts.url} serves no {opts.precision} engine of {wanted} from "
                          f"{opts.engines_dir}/manifest.json (serving: {', '.join(sorted(ready))})")
-    for s in out:
-        too_big = [b for b in opts.batch_sizes if b > s.max_batch]
-        if too_big:
-            raise AgentError(f"batch size {max(too_big)} is above served {s.record.name}'s max batch {s.max_batch}")
+    _checked_batches(out, opts)
     if opts.models:
         missing = sorted(set(opts.models) - {s.record.model for s in out})
         if missing:
@@ -413,13 +454,35 @@ def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
     return out
 
 
+def _checked_batches(out: list[Served], opts: BenchOptions) -> list[Served]:
+    for s in out:
+        too_big = [b for b in opts.batch_sizes if b > s.max_batch]
+        if too_big:
+            raise AgentError(f"batch size {max(too_big)} is above served {s.name}'s max batch {s.max_batch}")
+    return out
+
+
 def check_served(client, protocol: str, served: Served, engines_dir) -> None:
-    """One served request equals the in-process engine within the engine's tolerance."""
+    """One served request equals the in-process engine within the engine's tolerance
+    (a classifier: its probabilities equal preprocessing + the engine + softmax here)."""
     from agent.runtimes import load_runner
     from agent.verify import verify
 
     rec = served.record
     engine = load_runner(rec, engines_dir, device="cpu" if rec.device == "cpu" else "cuda")
+    if served.images:
+        from agent.classify.imagenet import softmax
+        from agent.classify.runner import ImageRunner
+
+        x = served.payload(1)
+        got = _call(f"inference on {served.name}", Request(client, protocol, served, x))
+        local = ImageRunner(engine, rec.model, list(served.images))
+        want = softmax(local.to_numpy(local.infer(x)))
+        rtol = rec.verification.rtol if rec.verification else 1e-3
+        if np.abs(got - want).max() > rtol * np.abs(want).max():
+            raise AgentError(f"served {served.name} does not match preprocessing + {rec.name} in-process: "
+                             f"max difference {np.abs(got - want).max():.3g}")
+        return
     v = rec.verification
     result = verify(TritonRunner(client, protocol, served), engine, [1], rec.precision,
                     rtol=v.rtol if v else None, min_top1=v.min_top1 if v else None)
@@ -441,7 +504,7 @@ class TelemetrySources:
 
         out: list = []
         if self.metrics_url:
-            out.append(ServerMetricsRecorder(self.metrics_url, served.record.name, marks=True))
+            out.append(ServerMetricsRecorder(self.metrics_url, served.name, marks=True))
         if self.server_pid:
             out.append(DeviceRecorder(gpu=served.device == "cuda", pids=[self.server_pid]))
         return out
@@ -505,8 +568,8 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
             task = bar.add_task("serving benchmark", total=len(steps))
             for s, batch, conc in steps:
                 rec = s.record
-                bar.update(task, description=f"{rec.name} batch {batch} concurrency {conc}")
-                stats = lambda name=rec.name: _stats(client, opts.protocol, name)
+                bar.update(task, description=f"{s.name} batch {batch} concurrency {conc}")
+                stats = lambda name=s.name: _stats(client, opts.protocol, name)
                 with LoadGenerator(opts.url, opts.protocol, s, batch, conc, stats=stats,
                                    telemetry=lambda s=s: sources.recorders(s)) as load:
                     load.wait_for(max(opts.warmup, 1) * conc)
@@ -515,7 +578,8 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                 used = load.used(STABLE_WINDOWS)
                 results.append(BenchResult(
                     model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
-                    batch_size=batch, concurrency=conc, triton_model=rec.name, protocol=opts.protocol,
+                    batch_size=batch, concurrency=conc, triton_model=s.name, protocol=opts.protocol,
+                    input="image" if s.images else "tensor",
                     latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
                     windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used),
                     client=client_breakdown(used), **window_telemetry(used),

@@ -110,3 +110,25 @@ def parse_classification(entries) -> list[tuple[str, int, float]]:  # noqa: ANN0
         value, index, label = text.split(":", 2)
         out.append((label, int(index), float(value)))
     return out
+
+
+def synthetic_jpeg(width: int = 640, height: int = 480, seed: int = 0, quality: int = 90) -> bytes:
+    """A photo-sized JPEG (smooth colour gradients plus noise, so it compresses like a photo
+    rather than a flat image) for benchmarks on nodes that have no sample images."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([x / width, y / height, (x + y) / (width + height)], axis=-1) * 200
+    rgb += rng.normal(0, 12, size=rgb.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def image_batch(images: list[bytes], batch: int) -> np.ndarray:
+    """``batch`` encoded images (cycling through ``images``) as Triton's BYTES tensor [batch, 1]."""
+    out = np.empty((batch, 1), dtype=np.object_)
+    for i in range(batch):
+        out[i, 0] = images[i % len(images)]
+    return out

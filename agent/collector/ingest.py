@@ -101,7 +101,7 @@ def result_rows(doc: ResultDocument) -> list[dict]:
             "scenario": r.scenario.name if r.scenario else None,
             "scenario_valid": r.scenario.valid if r.scenario else None,
             "scenario_metric": r.scenario.metric_value if r.scenario else None,
-            "cv_pct": r.cv_pct,
+            "cv_pct": r.cv_pct, "input": r.input,
             **telemetry_columns(r),
         }
         for r in doc.results

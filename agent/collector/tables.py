@@ -83,6 +83,7 @@ results = Table(
     Column("compute_us", Float),  # served: per-request compute (input + infer + output) in Triton
     Column("power_w", Float),  # mean GPU power during the windows (NVML, else Triton's nv_gpu_power_usage)
     Column("utilization_pct", Float),  # mean GPU utilisation (CPU node: the measuring process's CPU)
+    Column("input", String(8)),  # "image": requests of encoded images through the preprocessing
     Index("ix_results_run", "run_id"),
     Index("ix_results_model_format", "model", "format"),
     Index("ix_results_created", "created_at"),

@@ -23,6 +23,8 @@ def bench(
     url: Annotated[str, typer.Option(help="Triton URL (host:port) for --target triton.")] = "127.0.0.1:8000",
     protocol: Annotated[str, typer.Option(help="http or grpc for --target triton.")] = "http",
     concurrency: Annotated[str, typer.Option(help="Concurrency sweep for --target triton.")] = "1,2,4",
+    input_kind: Annotated[str, typer.Option("--input", help="tensors (random preprocessed tensors) or images (encoded images: decoding and preprocessing timed too; --target triton uses each model's <model>_classifier ensemble).")] = "tensors",
+    images: Annotated[list[Path] | None, typer.Option("--images", help="Image file for --input images (repeatable; default: a synthetic 640x480 JPEG).")] = None,
     metrics_url: Annotated[str | None, typer.Option("--metrics-url", help="Triton's metrics endpoint host:port, scraped during every window (default: the server `agent serve` started, else the --url host on port 8002).")] = None,
     warmup: Annotated[int, typer.Option(help="Warm-up requests before measuring.")] = 5,
     duration: Annotated[float, typer.Option(help="Seconds per measurement window.")] = 1.0,
@@ -60,6 +62,12 @@ def bench(
         raise AgentError("--duration and --stability must be > 0, --warmup >= 0, --max-windows >= 1")
     if iterations is not None and iterations < 1:
         raise AgentError("--iterations must be >= 1")
+    if input_kind not in ("tensors", "images"):
+        raise AgentError(f"unknown --input {input_kind!r}: use tensors or images")
+    if images and input_kind != "images":
+        raise AgentError("--images needs --input images")
+    if input_kind == "images" and scenario:
+        raise AgentError("--input images is not available with --scenario yet")
     _check_scenario(scenario, target_latency_ms, min_duration, min_queries, server_qps, server_steps, log_dir,
                     csv_out)
     config = load_config()
@@ -78,6 +86,8 @@ def bench(
         protocol=protocol,
         concurrency=parse_ints(concurrency, "--concurrency") or [1],
         metrics_url=metrics_url,
+        input="images" if input_kind == "images" else "tensor",
+        images=list(images or []),
         rounds=rounds,
         scenario=scenario,
         target_latency_ms=target_latency_ms,

@@ -201,7 +201,7 @@ RUNS_SQL = """SELECT id, node_name, COALESCE(gpu_name, 'cpu'), COALESCE(instance
        target, created_at, received_at, stack, {in_window} FROM runs{where}"""
 RESULTS_SQL = """SELECT run_id, node_name, model, format, precision, batch_size, concurrency, throughput_ips,
        p50_ms, p99_ms, stable, created_at, id, cv_pct, scenario, scenario_valid, scenario_metric,
-       queue_us, compute_us, power_w, utilization_pct
+       queue_us, compute_us, power_w, utilization_pct, input
 FROM results{where}"""
 FETCH = 20_000
 
@@ -291,7 +291,9 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
             if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
                 scenarios[key] = (eff, rid, t, run)
             continue
-        key = (t[1], t[2], "triton-" + t[3] if run[4] else t[3], t[4], t[5], t[6])
+        # encoded-image requests (decode + preprocessing timed too) are a backend of their own
+        backend = ("triton-" + t[3] if run[4] else t[3]) + (" images" if t[21] == "image" else "")
+        key = (t[1], t[2], backend, t[4], t[5], t[6])
         old = get(key)
         if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
             newest[key] = (eff, rid, t, run)
@@ -322,7 +324,9 @@ def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT) -> list[tuple]:  # noqa:
     sorted like the report."""
     picked = list(picked)
     # key: (node, model, backend, precision, batch, concurrency); v[2][7]: throughput
-    eager = {(k[0], k[1], k[3], k[4], k[5]): v[2][7] for k, v in picked if k[2] == "eager"}
+    # (image requests are compared with eager on images: the same preprocessing in both)
+    eager = {(k[0], k[1], k[3], k[4], k[5], k[2] != "eager"): v[2][7] for k, v in picked
+             if k[2] in ("eager", "eager images")}
     stamps: dict = {}
     out = []
     append = out.append
@@ -332,7 +336,8 @@ def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT) -> list[tuple]:  # noqa:
         ts = stamps.get(created)
         if ts is None:
             ts = stamps[created] = datetime.fromisoformat(created) if isinstance(created, str) else created
-        base = eager.get((node, model, precision, bs, conc)) or eager.get((node, model, "fp32", bs, conc))
+        images = backend.endswith(" images")
+        base = eager.get((node, model, precision, bs, conc, images)) or eager.get((node, model, "fp32", bs, conc, images))
         append((node, run[1], run[2], price, model, backend, precision, bs, conc, ips, t[8], t[9],
                 bool(t[10]) and (cv is None or cv <= max_cv_pct), t[0], ts, run[7], ips / base if base else None,
                 None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6, cv,  # cost_per_million, cv

@@ -26,10 +26,11 @@ def upgrade() -> None:
         batch.add_column(sa.Column("compute_us", sa.Float))
         batch.add_column(sa.Column("power_w", sa.Float))
         batch.add_column(sa.Column("utilization_pct", sa.Float))
+        batch.add_column(sa.Column("input", sa.String(8)))  # NULL or "tensor": tensors; "image": encoded images
 
 
 def downgrade() -> None:
     with op.batch_alter_table("results") as batch:
-        for name in ("utilization_pct", "power_w", "compute_us", "queue_us", "cv_pct", "scenario_metric",
+        for name in ("input", "utilization_pct", "power_w", "compute_us", "queue_us", "cv_pct", "scenario_metric",
                      "scenario_valid", "scenario"):
             batch.drop_column(name)
