@@ -69,6 +69,12 @@ def node(built_engines, tmp_path_factory):
     again = run_cli("repo", "--engines", str(engines), "--repo", str(root / "repo"), "--models", "squeezenet1_1",
                     "--formats", "onnx", "--classifiers")
     assert again.returncode == 0 and "written" not in again.stdout, again.stdout  # idempotent
+    # what bench.yml runs with inferfleet_bench_classifiers: the build's repository step writes them too
+    build = run_cli("build-engines", "--models", "squeezenet1_1", "--formats", "onnx", "--max-batch", "4",
+                    "--out", str(engines), "--repo", str(root / "built-repo"), "--classifiers", timeout=600)
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert {"squeezenet1_1_classifier", "squeezenet1_1_preprocess", "imagenet_postprocess"} <= {
+        d.name for d in (root / "built-repo").iterdir()}
     s = ServerSettings(repo=root / "repo", http_port=free_port(), grpc_port=free_port(), metrics_port=free_port(),
                        state_dir=root / "state")
     started = start(s, timeout=240)

@@ -25,6 +25,7 @@ def build_engines(
     repo: Annotated[Path | None, typer.Option("--repo", help="Triton model repository to write from the verified engines (default: <out>/triton-repo; see `agent repo`).")] = None,
     triton_backend: Annotated[str, typer.Option("--triton-backend", help="Repository variant: auto (native with a GPU, else python), python or native.")] = "auto",
     no_repo: Annotated[bool, typer.Option("--no-repo", help="Do not write the Triton model repository.")] = False,
+    classifiers: Annotated[bool, typer.Option("--classifiers/--no-classifiers", help="Also write each model's image classifier ensemble into the repository (see `agent repo --classifiers`).")] = False,
 ) -> None:
     """Export, verify against eager PyTorch, and record engines (incremental, crash-safe)."""
     from agent import registry
@@ -45,7 +46,7 @@ def build_engines(
     if not no_repo:  # serving (issue 3): only verified engines enter the repository
         from agent.commands.repo import write_repo_for_build
 
-        write_repo_for_build(out, repo, triton_backend)
+        write_repo_for_build(out, repo, triton_backend, classifiers=classifiers)
     err = failures_error(outcomes)
     if err:
         raise err

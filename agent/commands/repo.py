@@ -59,7 +59,7 @@ def repo(
         raise AgentError(f"no verified engine to serve in {engines} (the repository {report.repo} is empty)")
 
 
-def write_repo_for_build(engines: Path, repo_dir: Path | None, backend: str = "auto") -> None:
+def write_repo_for_build(engines: Path, repo_dir: Path | None, backend: str = "auto", classifiers: bool = False) -> None:
     """The repository step of ``agent build-engines`` (one summary line)."""
     from agent.triton.repo import RepoOptions, write_repository
     from agent.ui import console
@@ -70,7 +70,8 @@ def write_repo_for_build(engines: Path, repo_dir: Path | None, backend: str = "a
         backend = "native" if gpu_facts() else "python"
     if not (Path(engines) / "manifest.json").is_file():
         return  # nothing was built
-    report = write_repository(engines, repo_dir or default_repo(engines), RepoOptions(backend=backend))
+    report = write_repository(engines, repo_dir or default_repo(engines),
+                              RepoOptions(backend=backend, classifiers=classifiers))
     skipped = f", skipped {', '.join(sorted(report.skipped))}" if report.skipped else ""
     console.print(f"Triton repository {report.repo} ({backend} backend): {len(report.models)} model(s)"
                   f" — written {len(report.written)}, unchanged {len(report.unchanged)}{skipped}")
