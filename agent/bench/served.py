@@ -225,6 +225,7 @@ class LoadGenerator:
         self.telemetry = telemetry  # () -> recorders entered for each window (agent.telemetry)
         self.lock = threading.Lock()
         self.done: list[tuple[float, float, float | None, float]] = []  # (end, latency, send, recv)
+        self.completions: list[float] = []  # every completion time, for the telemetry spans (never cleared)
         self.count = 0
         self.log: list[WindowLog] = []  # one per window that saw requests
         self.error: BaseException | None = None
@@ -244,6 +245,7 @@ class LoadGenerator:
             end = clock()
             with self.lock:
                 self.done.append((end, end - t, request.send_s, request.recv_s))
+                self.completions.append(end)
                 self.count += 1
 
     def __enter__(self) -> LoadGenerator:
@@ -304,8 +306,6 @@ class LoadGenerator:
             done = [d for d in self.done if start <= d[0] <= end]
         for r in marked:
             r.stop()
-            with self.lock:  # the client's completions over the scrapes' own span
-                r.add_client_requests(sum(1 for d in self.done if r.span_start <= d[0] <= r.span_end))
         after = self.stats() if self.stats else None
         self._check()
         if done:
@@ -319,11 +319,17 @@ class LoadGenerator:
         return self.log[-n:]
 
 
-def window_telemetry(logs: list[WindowLog]) -> dict:
-    """server_metrics and telemetry over the windows a measurement used."""
+def window_telemetry(logs: list[WindowLog], completions: list[float]) -> dict:
+    """server_metrics and telemetry over the windows a measurement used. The client's
+    completions over each Prometheus span are counted from ``completions`` once the load
+    generator has stopped: a worker that finished a request but had not yet logged it
+    (the GIL is busy parsing a scrape) would otherwise be missed."""
     from agent.telemetry import device, triton_metrics
 
     recs = [r for w in logs for r in w.telemetry]
+    for r in recs:
+        if isinstance(r, triton_metrics.ServerMetricsRecorder) and r.marks:
+            r.add_client_requests(sum(1 for t in completions if r.span_start <= t <= r.span_end))
     return {"server_metrics": triton_metrics.combined(
                 [r for r in recs if isinstance(r, triton_metrics.ServerMetricsRecorder)]),
             "telemetry": device.combined([r for r in recs if isinstance(r, device.DeviceRecorder)])}
@@ -582,7 +588,7 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
                     input="image" if s.images else "tensor",
                     latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
                     windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used),
-                    client=client_breakdown(used), **window_telemetry(used),
+                    client=client_breakdown(used), **window_telemetry(used, load.completions),
                 ))
                 bar.advance(task)
     finally:

@@ -54,11 +54,26 @@ GAUGES = {
 SCRAPE_INTERVAL_S = 0.5
 
 
+_WANTED = frozenset(COUNTERS) | frozenset(GAUGES)
+
+
+def _wanted_lines(text: str) -> str:
+    """The lines of the families read here (with their # HELP / # TYPE): the summaries and
+    the rest are not parsed (prometheus_client's parser is pure Python and holds the GIL
+    that the load generator's threads need)."""
+    keep = []
+    for line in text.splitlines():
+        body = line[7:] if line.startswith(("# HELP ", "# TYPE ")) else line
+        if body.split("{", 1)[0].split(" ", 1)[0] in _WANTED:
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
 def parse(text: str, model: str) -> tuple[dict[str, float], dict[str, float]]:
     """(counters of ``model`` summed over its versions, gauges combined over GPUs)."""
     counters: dict[str, float] = defaultdict(float)
     gauges: dict[str, list[float]] = defaultdict(list)
-    for family in text_string_to_metric_families(text):  # counters' samples come back as <name>_total
+    for family in text_string_to_metric_families(_wanted_lines(text)):  # counters' samples come back as <name>_total
         if family.name in COUNTERS:
             for s in family.samples:
                 if s.labels.get("model") == model:
