@@ -133,10 +133,12 @@ class ServerMetricsRecorder:
             pass  # one missed scrape only thins the gauge mean
 
     def _read(self) -> tuple[float, dict[str, float]]:
-        """(when Triton wrote the counters: the middle of the scrape, perf_counter time, counters)."""
-        t0 = time.perf_counter()
+        """(when Triton wrote the counters, perf_counter time; the counters). Triton renders the
+        text when it handles the scrape and sends it at once; on a busy server the scrape first
+        waits for an HTTP thread, so the time is taken when the response has arrived, not at
+        the middle of the request (which would put it before the snapshot)."""
         text = scrape(self.url)
-        at = (t0 + time.perf_counter()) / 2
+        at = time.perf_counter()
         counters, gauges = parse(text, self.model)
         self._gauges(gauges)
         return at, counters
