@@ -190,7 +190,8 @@ def test_served_benchmark_http_and_grpc(node):
         # the client's latency
         m = x["server_metrics"]
         assert m["client_requests"] >= x["requests"] > 0
-        assert abs(m["request_success"] - m["client_requests"]) <= 2 * x["concurrency"] * 3, m
+        slack = 2 * x["concurrency"] * 3 + 0.05 * m["client_requests"]  # in flight at the edges; a busy box
+        assert abs(m["request_success"] - m["client_requests"]) <= slack, m
         assert m["request_failure"] == 0 and m["cpu_utilization_pct"] is not None
         split = m["queue_us"] + m["compute_input_us"] + m["compute_infer_us"] + m["compute_output_us"]
         assert 0 < split <= m["request_us"] * 1.01 and m["request_us"] <= x["latency_ms"]["mean"] * 1e3
