@@ -226,7 +226,6 @@ class LoadGenerator:
         self.lock = threading.Lock()
         self.done: list[tuple[float, float, float | None, float]] = []  # (end, latency, send, recv)
         self.completions: list[float] = []  # every completion time, for the telemetry spans (never cleared)
-        self.count = 0
         self.log: list[WindowLog] = []  # one per window that saw requests
         self.error: BaseException | None = None
         self.stop_event = threading.Event()
@@ -246,7 +245,11 @@ class LoadGenerator:
             with self.lock:
                 self.done.append((end, end - t, request.send_s, request.recv_s))
                 self.completions.append(end)
-                self.count += 1
+
+    @property
+    def count(self) -> int:
+        """Requests answered so far."""
+        return len(self.completions)
 
     def __enter__(self) -> LoadGenerator:
         for t in self.threads:
@@ -522,30 +525,23 @@ def telemetry_sources(opts: BenchOptions, config: AgentConfig) -> TelemetrySourc
     default metrics port. An endpoint that does not answer now is left out, with a warning."""
     import sys
 
-    from agent.telemetry.triton_metrics import scrape
+    from agent.telemetry.triton_metrics import metrics_url, scrape
+    from agent.triton.server import read_state, serving_pid
 
     host, _, port = opts.url.split("://", 1)[-1].rstrip("/").rpartition(":")
     url, pid = opts.metrics_url, None
-    try:
-        state = json.loads((config.state_dir / "triton" / "server.json").read_text())
-        if str(state.get("ports", {}).get(opts.protocol)) == port and host in ("127.0.0.1", "localhost", "::1"):
-            url = url or f"127.0.0.1:{state['ports']['metrics']}"
-            pid = state.get("pid")
-    except (OSError, ValueError, KeyError):
-        pass
+    state = read_state(config.state_dir / "triton")  # agent serve's default state directory
+    ports = (state or {}).get("ports", {})
+    if str(ports.get(opts.protocol)) == port and host in ("127.0.0.1", "localhost", "::1"):
+        url = url or (f"127.0.0.1:{ports['metrics']}" if "metrics" in ports else None)
+        pid = serving_pid(state)
     url = url or f"{host}:8002"
     try:
-        scrape(f"http://{url}/metrics" if "://" not in url else url, timeout=3)
+        scrape(metrics_url(url), timeout=3)
     except AgentError as e:
         print(f"warning: no server metrics in the results: {e}", file=sys.stderr)
         url = None
-    return TelemetrySources(url, pid if pid and _alive(pid) else None)
-
-
-def _alive(pid: int) -> bool:
-    import psutil
-
-    return psutil.pid_exists(pid)
+    return TelemetrySources(url, pid)
 
 
 def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:

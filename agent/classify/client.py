@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.classify.imagenet import Preprocessing, parse_classification, preprocess, softmax, top_k
+from agent.classify.imagenet import image_batch, parse_classification, softmax, top_k
 from agent.errors import AgentError
 
 Top = list[tuple[str, int, float]]  # (label, class id, probability), best first
@@ -48,10 +48,9 @@ def classify_local(images: list[bytes], model: str, engines: Path, k: int) -> li
     if record is None:
         raise AgentError(f"no verified fp32 engine of {model} in {engines}: "
                          f"`agent build-engines --models {model} --out {engines}`")
-    runner = load_runner(record, engines, device="cpu")
-    prep, labels = Preprocessing.of(model), imagenet_labels()
-    out = []
-    for data in images:
-        logits = runner.to_numpy(runner.infer(runner.prepare(preprocess(data, prep)[None])))
-        out.append(top_k(softmax(logits)[0], k, labels))
-    return out
+    from agent.classify.runner import ImageRunner
+
+    runner = ImageRunner(load_runner(record, engines, device="cpu"), model, images)
+    labels = imagenet_labels()
+    return [top_k(softmax(runner.to_numpy(runner.infer(image_batch([data], 1))))[0], k, labels)
+            for data in images]

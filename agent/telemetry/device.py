@@ -116,7 +116,6 @@ def combined(recorders: list[DeviceRecorder]) -> DeviceTelemetry | None:
         return None
     first = recorders[0]
     total = DeviceRecorder(gpu=first.use_nvml, gpu_index=first.gpu_index, pids=first.pids, interval_s=first.interval)
-    total.use_nvml = first.use_nvml
     for r in recorders:
         total.gpu += r.gpu
         total.rss_peak = max(total.rss_peak, r.rss_peak)

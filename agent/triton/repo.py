@@ -179,14 +179,21 @@ def _stage_model(stack: contextlib.ExitStack, engines_dir: Path, repo: Path, rec
     (tmp / MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
 
 
+def _in_place(model_dir: Path, marker: dict) -> bool:
+    """The model directory is already what ``marker`` describes: same marker, a config,
+    and every recorded file with its sha256."""
+    try:
+        old = json.loads((model_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (old == marker and (model_dir / "config.pbtxt").is_file()
+            and check_file_hashes(marker["repo_files"], model_dir) is None)
+
+
 def _stage_extra(stack: contextlib.ExitStack, repo: Path, extra) -> bool:  # noqa: ANN001 - ExtraModel
     """Stage a model that is not an engine (its files given as bytes); False when the one in
     place is already identical."""
-    try:
-        old = json.loads((repo / extra.name / MARKER).read_text())
-    except (OSError, ValueError):
-        old = None
-    if old == extra.marker and check_file_hashes(extra.repo_files, repo / extra.name) is None:
+    if _in_place(repo / extra.name, extra.marker):
         return False
     tmp = stack.enter_context(atomic_path(repo / extra.name))
     (tmp / VERSION).mkdir(parents=True)  # an ensemble's version directory stays empty
@@ -278,12 +285,7 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
     with contextlib.ExitStack() as stack:
         for record, marker in todo:
             selected.add(record.name)
-            try:
-                old = json.loads((repo / record.name / MARKER).read_text())
-            except (OSError, ValueError):
-                old = None
-            if (old == marker and (repo / record.name / "config.pbtxt").is_file()
-                    and check_file_hashes(marker["repo_files"], repo / record.name) is None):
+            if _in_place(repo / record.name, marker):
                 report.unchanged.append(record.name)
                 continue
             _stage_model(stack, engines_dir, repo, record, opts, marker)

@@ -244,11 +244,22 @@ def log_tail(path: Path, lines: int = 15) -> str:
     return "\n".join(text[-lines:]) or "(empty log)"
 
 
-def _read_state(s: ServerSettings) -> dict | None:
+def read_state(state_dir: Path) -> dict | None:
+    """What ``agent serve start`` recorded in ``state_dir`` (ports, pid, ...), or None."""
     try:
-        return json.loads(s.state_file.read_text())
+        return json.loads((Path(state_dir) / STATE_FILE).read_text())
     except (OSError, ValueError):
         return None
+
+
+def _read_state(s: ServerSettings) -> dict | None:
+    return read_state(s.state_dir)
+
+
+def serving_pid(state: dict) -> int | None:
+    """The pid recorded in ``state`` while it is still that tritonserver (not a reused pid)."""
+    p = _own_process(state)
+    return p.pid if p is not None else None
 
 
 def _own_process(state: dict):
