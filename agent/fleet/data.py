@@ -285,14 +285,14 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
             continue
         created, received, rid = t[11], run[6], t[12]
         eff = received if created > received else created
+        # encoded-image requests (decode + preprocessing timed too) are a backend of their own
+        backend = ("triton-" + t[3] if run[4] else t[3]) + (" images" if t[21] == "image" else "")
         if t[14] is not None:  # an MLPerf scenario
-            key = (t[1], t[2], "triton-" + t[3] if run[4] else t[3], t[4], t[5], t[14])
+            key = (t[1], t[2], backend, t[4], t[5], t[14])
             old = scenarios.get(key)
             if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
                 scenarios[key] = (eff, rid, t, run)
             continue
-        # encoded-image requests (decode + preprocessing timed too) are a backend of their own
-        backend = ("triton-" + t[3] if run[4] else t[3]) + (" images" if t[21] == "image" else "")
         key = (t[1], t[2], backend, t[4], t[5], t[6])
         old = get(key)
         if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
