@@ -14,7 +14,9 @@ Result versions:
   confidence interval (``speedup_ci_low/high``, ``speedup_pairs``), ``scenario``
   (an MLPerf LoadGen run: verdict, metric, settings, log directory),
   ``server_metrics`` (Triton's Prometheus counters and gauges per window) and
-  ``telemetry`` (NVML / psutil samples during the windows)."""
+  ``telemetry`` (NVML / psutil samples during the windows);
+- 1.2: adds ``tuning`` (a point of ``agent tune``'s configuration search: the serving
+  configuration it was measured with, the search, the p99 budget, whether it was chosen)."""
 
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 MANIFEST_SCHEMA_VERSION = "1.1"  # 1.1: the pt2 format (torch.export + AOTInductor); 1.0 still read
-RESULT_SCHEMA_VERSION = "1.1"
-RESULT_SCHEMA_VERSIONS = ("1.0", "1.1")  # what the collector accepts
+RESULT_SCHEMA_VERSION = "1.2"
+RESULT_SCHEMA_VERSIONS = ("1.0", "1.1", "1.2")  # what the collector accepts
 
 Format = Literal["eager", "torchscript", "onnx", "tensorrt", "pt2"]  # pt2: result schema 1.1
 EngineFormat = Literal["torchscript", "onnx", "tensorrt", "pt2"]
@@ -320,6 +322,26 @@ class ScenarioResult(Checked):
     loadgen_version: Short | None = None
 
 
+class TuningPoint(Checked):
+    """1.2: the Triton configuration a result of ``agent tune`` was measured with
+    (``max_batch_size``, ``dynamic_batching`` with its preferred sizes and
+    ``max_queue_delay_microseconds``, the instance count), the search that tried it and
+    its p99 budget; ``chosen``: the configuration the search wrote back to the repository
+    (its best point within budget); ``default``: the untuned configuration ``agent repo``
+    writes, measured for comparison."""
+
+    instances: Positive
+    max_batch_size: Count
+    dynamic_batching: bool
+    preferred_batch_sizes: Annotated[list[Positive], Field(max_length=32)] = []
+    queue_delay_us: Count | None = None
+    search: Literal["quick", "brute", "default"]
+    objective: Literal["throughput", "cost"] = "throughput"
+    p99_budget_ms: Annotated[float, Field(gt=0)]
+    within_budget: bool
+    chosen: bool = False
+
+
 class BenchResult(Checked):
     model: Name
     format: Format
@@ -349,10 +371,12 @@ class BenchResult(Checked):
     input: Literal["tensor", "image"] = "tensor"
     server_metrics: ServerMetrics | None = None  # 1.1: Triton's Prometheus metrics (served results)
     telemetry: DeviceTelemetry | None = None  # 1.1: NVML / psutil during the windows
+    tuning: TuningPoint | None = None  # 1.2: a point of `agent tune`'s search (never in the normal ranking)
 
 
 V11_RESULT_FIELDS = ("cv_pct", "speedup_ci_low", "speedup_ci_high", "speedup_pairs", "scenario",
                      "server_metrics", "telemetry", "client")
+V12_RESULT_FIELDS = ("tuning",)
 
 
 class BenchSettings(Checked):
@@ -371,7 +395,7 @@ class ResultDocument(Checked):
     included) in any string; created_at at most 5 minutes ahead of its clock; NaN and
     Infinity are not numbers."""
 
-    schema_version: Literal["1.0", "1.1"] = RESULT_SCHEMA_VERSION
+    schema_version: Literal["1.0", "1.1", "1.2"] = RESULT_SCHEMA_VERSION
     id: DocumentId = Field(default_factory=lambda: str(uuid.uuid4()))
     created_at: datetime = Field(default_factory=utcnow)
     target: Target
@@ -400,6 +424,12 @@ class ResultDocument(Checked):
                     raise ValueError(f"results.{i}.{what} needs schema_version 1.1 (the document says 1.0)")
             if self.settings.omp_wait_policy is not None:
                 raise ValueError("settings.omp_wait_policy needs schema_version 1.1 (the document says 1.0)")
+        if self.schema_version in ("1.0", "1.1"):
+            for i, r in enumerate(self.results):
+                for f in V12_RESULT_FIELDS:
+                    if getattr(r, f) is not None:
+                        raise ValueError(f"results.{i}.{f} needs schema_version 1.2 "
+                                         f"(the document says {self.schema_version})")
         return self
 
     @field_validator("created_at")

@@ -39,12 +39,12 @@ SCENARIO = {"name": "offline", "valid": False, "invalid_reasons": ["min duration
 
 
 def test_result_document_fields_are_stable():
-    assert RESULT_SCHEMA_VERSION == "1.1"
-    assert set(BenchResult.model_fields) == RESULT_FIELDS | V11_FIELDS
+    assert RESULT_SCHEMA_VERSION == "1.2"
+    assert set(BenchResult.model_fields) == RESULT_FIELDS | V11_FIELDS | {"tuning"}
     assert set(ResultDocument.model_fields) == {"schema_version", "id", "created_at", "target",
                                                 "node", "settings", "results"}
     schema = ResultDocument.model_json_schema()
-    assert schema["properties"]["schema_version"]["enum"] == ["1.0", "1.1"]
+    assert schema["properties"]["schema_version"]["enum"] == ["1.0", "1.1", "1.2"]
     doc = ResultDocument.model_validate(DOC)
     assert doc.results[0].precision == "fp32" and doc.results[0].concurrency == 1
     assert ResultDocument.model_validate_json(doc.model_dump_json()) == doc
