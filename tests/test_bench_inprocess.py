@@ -34,7 +34,7 @@ def _opts(engines: Path, **kw) -> BenchOptions:
 @pytest.mark.slow
 def test_inprocess_bench_measures_every_format(built_engines, tmp_path):
     doc = run_inprocess(_opts(built_engines, rounds=3), AgentConfig(node_name="t", state_dir=tmp_path))
-    assert doc.target == "inprocess" and doc.schema_version == "1.1"
+    assert doc.target == "inprocess" and doc.schema_version == "1.2"
     assert doc.settings.omp_wait_policy == "PASSIVE"  # agent/__init__.py, the test environment sets none
     got = {(r.format, r.batch_size) for r in doc.results}
     assert got == {(f, b) for f in ("eager", "torchscript", "onnx") for b in (1, 2)}

@@ -59,7 +59,7 @@ def test_malformed_bodies_are_refused(collector, body, status, message):
 def test_schema_version_unknown_fields_and_invalid_values(collector):
     good = json.loads(doc_json())
     cases = [
-        ({**good, "schema_version": "2.0"}, "unsupported schema_version '2.0': this collector accepts 1.0, 1.1"),
+        ({**good, "schema_version": "2.0"}, "unsupported schema_version '2.0': this collector accepts 1.0, 1.1, 1.2"),
         ({**good, "surprise": 1}, "unknown field 'surprise'"),
         ({**good, "results": [{**good["results"][0], "bogus": True}]}, "unknown field 'results.0.bogus'"),
         ({**good, "node": {**good["node"], "price_per_hour": "cheap"}}, "node.price_per_hour"),

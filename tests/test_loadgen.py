@@ -39,7 +39,7 @@ def scenario(lab, name: str, *args: str, target: tuple[str, ...] = ()) -> dict:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MLPerf LoadGen scenarios" in r.stdout
     doc = ResultDocument.model_validate_json(out.read_text())  # the schema the collector checks
-    assert doc.schema_version == "1.1" and len(doc.results) == 1
+    assert doc.schema_version == "1.2" and len(doc.results) == 1
     res = json.loads(out.read_text())["results"][0]
     s = res["scenario"]
     logs = Path(s["log_dir"])

@@ -59,7 +59,7 @@ def test_pt2_runs_in_process_with_a_dynamic_batch(pt2_engines, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads((tmp_path / "b.json").read_text())
     by = {x["format"]: x for x in doc["results"]}
-    assert set(by) == {"eager", "pt2"} and by["pt2"]["speedup_vs_eager"] > 0 and doc["schema_version"] == "1.1"
+    assert set(by) == {"eager", "pt2"} and by["pt2"]["speedup_vs_eager"] > 0 and doc["schema_version"] == "1.2"
 
 
 @pytest.mark.triton
