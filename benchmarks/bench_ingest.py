@@ -13,6 +13,7 @@ of the rounds is printed with the load average.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing as mp
 import os
 import statistics
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,83 +52,143 @@ def _bodies(size: str, node: int, count: int, tag: str) -> list[bytes]:
 
 
 def _pusher(url: str, token: str, bodies: list[bytes], start_at: float, seconds: float, out) -> None:  # noqa: ANN001
-    import httpx
+    """Post ``bodies`` one after the other over one keep-alive connection (the standard
+    library's http.client: the cheapest client, so that the cores measure the server)."""
+    import http.client
+    from urllib.parse import urlsplit
 
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     sent = 0
-    with httpx.Client(headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
-                      timeout=30) as c:
-        while time.time() < start_at:
-            time.sleep(0.001)
-        end = start_at + seconds
-        for body in bodies:
-            if time.time() >= end:
-                break
-            r = c.post(url + "/v1/results", content=body)
-            assert r.status_code == 201, r.text[:200]
-            sent += 1
-        out.put((sent, time.time() - start_at))
+    while time.time() < start_at:
+        time.sleep(0.001)
+    cpu0, end = time.process_time(), start_at + seconds
+    for body in bodies:
+        if time.time() >= end:
+            break
+        conn.request("POST", "/v1/results", body=body, headers=headers)
+        r = conn.getresponse()
+        text = r.read()
+        assert r.status == 201, text[:200]
+        sent += 1
+    out.put((sent, time.time() - start_at, time.process_time() - cpu0))
+    conn.close()
 
 
-def measure(collector, size: str, seconds: float, round_no: int) -> tuple[float, float]:  # noqa: ANN001
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its children (uvicorn's workers)."""
+    import psutil
+
+    procs = [psutil.Process(pid)]
+    procs += procs[0].children(recursive=True)
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+class Rate(NamedTuple):
+    docs: float  # documents/s
+    results: float  # result rows/s
+    server_ms: float  # CPU ms per document: the collector (all its workers)
+    db_ms: float  # ... PostgreSQL's processes (0 for SQLite: it runs inside the collector)
+    pushers_ms: float  # ... the 8 pushers
+
+
+def _postgres_pid(pg_dir: str | None) -> int | None:
+    if not pg_dir:
+        return None
+    try:
+        return int(Path(pg_dir, "data", "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure(collector, size: str, seconds: float, round_no: int, pg_pid: int | None) -> Rate:  # noqa: ANN001
     from collector_support import TOKEN
 
-    per = {"small": 2500, "large": 400}[size]
+    per = {"small": 4000, "large": 600}[size]
     tag = f"{size}-{round_no}-{collector.port}"
     bodies = [_bodies(size, n, per, tag) for n in range(PUSHERS)]
-    results = len(__import__("json").loads(bodies[0][0])["results"])
+    results = len(json.loads(bodies[0][0])["results"])
     q: mp.Queue = mp.Queue()
     start_at = time.time() + 1.0
     procs = [mp.Process(target=_pusher, args=(collector.url, TOKEN, b, start_at, seconds, q)) for b in bodies]
     for p in procs:
         p.start()
+    while time.time() < start_at - 0.05:
+        time.sleep(0.01)
+    server0 = _cpu_seconds(collector.proc.pid)
+    db0 = _cpu_seconds(pg_pid) if pg_pid else 0.0
     got = [q.get(timeout=seconds + 120) for _ in procs]
+    server = _cpu_seconds(collector.proc.pid) - server0
+    db = (_cpu_seconds(pg_pid) - db0) if pg_pid else 0.0
     for p in procs:
         p.join()
-    docs = sum(n for n, _ in got)
-    wall = max(t for _, t in got)
-    return docs / wall, docs * results / wall
+    docs = sum(n for n, _, _ in got)
+    wall = max(t for _, t, _ in got)
+    per_doc = 1000 / max(docs, 1)
+    return Rate(docs / wall, docs * results / wall, server * per_doc, db * per_doc,
+                sum(c for _, _, c in got) * per_doc)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--only", choices=("sqlite", "postgres"), help="one database only")
+    ap.add_argument("--sizes", default=",".join(SIZES), help="small,large")
     args = ap.parse_args()
 
     from collector_support import Collector, new_postgres_db
 
-    out = subprocess.run(["bash", str(ROOT / "scripts/postgres.sh"), "start"], capture_output=True, text=True,
-                         check=True, timeout=120)
-    pg_url, pg_dir = out.stdout.strip().splitlines()[:2]
+    pg_url = pg_dir = None
+    if args.only != "sqlite":
+        out = subprocess.run(["bash", str(ROOT / "scripts/postgres.sh"), "start"], capture_output=True,
+                             text=True, check=True, timeout=120)
+        pg_url, pg_dir = out.stdout.strip().splitlines()[:2]
+    pg_pid = _postgres_pid(pg_dir)
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    configs = {
-        "sqlite, 1 worker": Collector(f"sqlite:///{tmp / 'c.db'}", tmp / "sqlite.log"),
-        "postgres, 1 worker": Collector(new_postgres_db(pg_url), tmp / "pg1.log"),
-        f"postgres, {args.workers} workers": Collector(new_postgres_db(pg_url), tmp / "pgN.log",
-                                                       extra_args=("--workers", str(args.workers))),
-    }
-    rates: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    quiet = ("--log-level", "warning")
+    configs = {}
+    if args.only != "postgres":
+        configs["sqlite, 1 worker"] = Collector(f"sqlite:///{tmp / 'c.db'}", tmp / "sqlite.log", extra_args=quiet)
+    if pg_url:
+        configs["postgres, 1 worker"] = Collector(new_postgres_db(pg_url), tmp / "pg1.log", extra_args=quiet)
+        configs[f"postgres, {args.workers} workers"] = Collector(
+            new_postgres_db(pg_url), tmp / "pgN.log", extra_args=(*quiet, "--workers", str(args.workers)))
+    rates: dict[tuple[str, str], list[Rate]] = {}
+    sizes = args.sizes.split(",")
     try:
         for c in configs.values():
             c.start(timeout=120)
         for r in range(args.rounds):
-            for size in SIZES:
+            for size in sizes:
                 for name, c in configs.items():  # interleaved: every configuration once per round
-                    rates.setdefault((name, size), []).append(measure(c, size, args.seconds, r))
-                    print(f"round {r + 1} {size:5} {name:22} {rates[(name, size)][-1][0]:7.0f} docs/s",
-                          flush=True)
+                    x = measure(c, size, args.seconds, r, pg_pid if "postgres" in name else None)
+                    rates.setdefault((name, size), []).append(x)
+                    print(f"round {r + 1} {size:5} {name:20} {x.docs:6.0f} docs/s {x.results:7.0f} results/s  "
+                          f"CPU ms/doc: server {x.server_ms:5.2f} db {x.db_ms:5.2f} pushers {x.pushers_ms:5.2f}"
+                          f"  load {os.getloadavg()[0]:.1f}", flush=True)
     finally:
         for c in configs.values():
             c.stop()
-        subprocess.run(["bash", str(ROOT / "scripts/postgres.sh"), "stop", pg_dir], timeout=60)
+        if pg_dir:
+            subprocess.run(["bash", str(ROOT / "scripts/postgres.sh"), "stop", pg_dir], timeout=60)
     load = os.getloadavg()
     print(f"\n{PUSHERS} concurrent pushers, {args.seconds:.0f} s windows, median of {args.rounds} interleaved "
           f"rounds, {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
-    print(f"{'configuration':24} {'size':6} {'docs/s':>8} {'results/s':>10}")
+    print(f"{'configuration':22} {'size':6} {'docs/s':>7} {'results/s':>10}   CPU ms per document: "
+          "server   db  pushers")
     for (name, size), xs in rates.items():
-        print(f"{name:24} {size:6} {statistics.median(d for d, _ in xs):8.0f} "
-              f"{statistics.median(r for _, r in xs):10.0f}")
+        med = [statistics.median(getattr(x, f) for x in xs) for f in Rate._fields]
+        print(f"{name:22} {size:6} {med[0]:7.0f} {med[1]:10.0f}   {'':21}{med[2]:6.2f} {med[3]:5.2f} {med[4]:7.2f}")
     return 0
 
 
