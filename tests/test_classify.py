@@ -10,6 +10,7 @@ import importlib.resources
 import io
 import json
 import shutil
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -223,3 +224,30 @@ def test_image_payload_benchmarks_in_process_and_served_and_report_apart(node, t
     eager_images = next(x for x in inproc.results if x.format == "eager" and x.batch_size == 1)
     assert onnx_images.speedup_vs_eager == pytest.approx(
         onnx_images.throughput_ips / eager_images.throughput_ips, rel=1e-6)  # vs eager on images
+
+
+@pytest.mark.slow
+@pytest.mark.triton
+@pytest.mark.timeout(600)
+def test_mlperf_scenarios_on_image_payloads(node, tmp_path):
+    """LoadGen's offline scenario on encoded images: the QSL holds the JPEG/PNG bytes, each
+    query decodes and preprocesses them in-process, or sends them to the classifier ensemble."""
+    from agent.schema import ResultDocument
+
+    common = ("--models", "squeezenet1_1", "--formats", "onnx", "--engines", str(node["engines"]),
+              "--input", "images", "--images", str(SAMPLES / "chelsea.png"), "--scenario", "offline",
+              "--min-duration", "0.5", "--min-queries", "16", "--batch-sizes", "2",
+              "--log-dir", str(tmp_path / "logs"))
+    got = {}
+    for name, args in (("inprocess", ()), ("served", ("--target", "triton", "--url", node["http"],
+                                                     "--concurrency", "2"))):
+        r = run_cli("bench", *common, *args, "--json", str(tmp_path / f"{name}.json"), timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        doc = ResultDocument.model_validate_json((tmp_path / f"{name}.json").read_text())
+        [res] = doc.results
+        got[name] = res
+        assert (res.input, res.format, res.scenario.name) == ("image", "onnx", "offline")
+        assert res.scenario.samples >= 16 and res.scenario.metric_value > 0
+        assert (Path(res.scenario.log_dir) / "mlperf_log_summary.txt").is_file()
+    assert got["inprocess"].triton_model is None
+    assert got["served"].triton_model == "squeezenet1_1_classifier"

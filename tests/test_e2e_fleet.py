@@ -331,6 +331,29 @@ def test_each_triton_served_the_agent_built_engines(benched: Fleet) -> None:
             assert served.get(engine, 0) > 0, f"{name}: Triton served nothing from {engine}: {served}"
 
 
+def test_each_node_classifies_an_image_through_triton(benched: Fleet) -> None:
+    """bench.yml deployed the classifiers (native mode's default): an encoded image sent to
+    each node's <model>_classifier ensemble gets the labels and probabilities the same
+    preprocessing and engine give in-process on that node."""
+    import importlib.resources
+
+    image = importlib.resources.files("skimage") / "data" / "chelsea.png"  # a file only: no import
+    for name, port in NODES.items():
+        podman("cp", str(image), f"{benched.containers[name]}:/tmp/chelsea.png", timeout=60)
+        answers = {}
+        for where, args in (("served", f"--url 127.0.0.1:{port}"),
+                            ("local", "--local --engines /var/lib/inferfleet/engines")):
+            out = benched.sh(name, f"inferfleet-agent classify /tmp/chelsea.png --model {MODELS[0]} "
+                                   f"--top-k 3 --json {args}", timeout=300)
+            [answer] = json.loads(out)
+            answers[where] = answer["top"]
+        served, local = answers["served"], answers["local"]
+        assert [t["class"] for t in served] == [t["class"] for t in local], (name, served, local)
+        assert all(t["label"] and 0 < t["probability"] <= 1 for t in served), served
+        for s, lo in zip(served, local, strict=True):
+            assert s["probability"] == pytest.approx(lo["probability"], rel=1e-3, abs=1e-5), (name, s, lo)
+
+
 def test_collector_holds_each_nodes_results_exactly_once(benched: Fleet) -> None:
     runs = benched.runs()
     by_node = Counter(r["node_name"] for r in runs)

@@ -6,8 +6,10 @@ LoadGen (the C++ library behind ``mlperf_loadgen``) owns the clock, the query
 schedule and the verdict. This module gives it:
 
 * a **query sample library** (QSL): ``samples`` preprocessed random input tensors
-  (:func:`agent.verify.random_batch`, the engine's input shape), LoadGen's
-  ``performance_sample_count``; LoadGen's load/unload callbacks mark them resident;
+  (:func:`agent.verify.random_batch`, the engine's input shape) — or, for image
+  payloads, that many encoded images (``Backend.samples``) that each request decodes
+  and preprocesses —, LoadGen's ``performance_sample_count``; LoadGen's load/unload
+  callbacks mark them resident;
 * a **system under test** (SUT): ``issue_queries`` only queues the issued samples and
   returns, so LoadGen's issue thread is never blocked; ``workers`` threads take what
   is queued — up to ``batch`` samples at a time, i.e. dynamic batching — run it with
@@ -111,6 +113,15 @@ class Backend:
     batch: int
     infers: list[Callable[[np.ndarray], object]]
     close: Callable[[], None] = lambda: None
+    # the QSL's samples: n inputs, indexable by sample (default: random tensors of input_shape)
+    samples: Callable[[int], np.ndarray] | None = None
+
+    def make_samples(self, n: int) -> np.ndarray:
+        if self.samples is not None:
+            return self.samples(n)
+        from agent.verify import random_batch
+
+        return random_batch(n, self.input_shape)
 
 
 @dataclass
@@ -195,10 +206,9 @@ class Calibration:
 
 def calibrate(backend: Backend, samples_per_query: int, repeats: int = 3) -> Calibration:
     """Time a few requests (after one warm-up each): the schedule hints LoadGen needs."""
-    from agent.verify import random_batch
 
     def timed(n: int) -> float:
-        x = random_batch(n, backend.input_shape)
+        x = backend.make_samples(n)
         infer = backend.infers[0]
         infer(x)
         best = float("inf")
@@ -219,9 +229,7 @@ class SystemUnderTest:
     """Queues LoadGen's samples; ``workers`` threads run them in batches of up to ``batch``."""
 
     def __init__(self, backend: Backend, samples: int, batch: int) -> None:
-        from agent.verify import random_batch
-
-        self.data = random_batch(samples, backend.input_shape)  # the QSL's preprocessed tensors
+        self.data = backend.make_samples(samples)  # the QSL's tensors (or encoded images)
         self.batch = batch
         self.queue: deque = deque()  # (sample, query number)
         self.cond = threading.Condition()

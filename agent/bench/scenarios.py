@@ -8,6 +8,12 @@ flight. Either way a worker runs up to ``max(--batch-sizes)`` queued samples (ca
 at the engine's max batch) in one request. Served models are first checked against
 the in-process engine (:func:`agent.bench.served.check_served`).
 
+``--input images``: the query sample library holds encoded images (``--images``, by
+default a synthetic JPEG) instead of tensors; in-process each query is decoded and
+preprocessed before the engine runs (:class:`agent.classify.runner.ImageRunner`),
+through Triton it goes to the model's ``<model>_classifier`` ensemble. The result's
+``input`` is ``image`` (the fleet report's "onnx images" backends).
+
 Each result is a normal ``BenchResult``: ``batch_size`` is the samples per query
 (multi-stream) or the batch the offline query was run in (1 for single-stream and
 server), ``requests`` LoadGen's queries, ``windows`` 1, ``stable`` LoadGen's verdict,
@@ -19,6 +25,7 @@ the search)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,6 +125,10 @@ def _batch(opts: BenchOptions, max_batch: int | None) -> int:
     return max(1, min(max(opts.batch_sizes or [1]), max_batch or MAX_BATCH_CAP))
 
 
+def _input(opts: BenchOptions) -> str:
+    return "image" if opts.input == "images" else "tensor"
+
+
 def _bench_result(run: lgm.Run, tried: list[float], **fields) -> BenchResult:
     scen, ips = scenario_result(run, tried)
     batch = {"multi-stream": scen.samples_per_query, "offline": run.batch_used}.get(run.scenario, 1)
@@ -146,14 +157,22 @@ def run_scenario_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDoc
             bar.update(task, description=f"{model} {fmt}: loading")
             runner = (eager_runner(model, precision=opts.precision, device=device) if rec is None
                       else load_runner(rec, opts.engines_dir, device=device, check_hashes=False))
+            samples = None
+            if opts.input == "images":  # each query: decode + preprocess its images, then the engine
+                from agent.classify.imagenet import image_batch
+                from agent.classify.runner import ImageRunner
 
-            def infer(x: np.ndarray, runner=runner) -> object:
-                return runner.infer(runner.prepare(x))
+                runner = ImageRunner(runner, model, opts.image_payloads())
+                samples = partial(image_batch, runner.images)
 
-            backend = lgm.Backend(f"{model} {fmt}", runner.input_shape, _batch(opts, runner.max_batch), [infer])
+            def infer(x: np.ndarray, runner=runner, images=samples is not None) -> object:
+                return runner.infer(x if images else runner.prepare(x))
+
+            backend = lgm.Backend(f"{model} {fmt}", runner.input_shape, _batch(opts, runner.max_batch), [infer],
+                                  samples=samples)
             run, tried = measure(backend, opts, f"{model}_{fmt}", lambda s: bar.update(task, description=s))
             results.append(_bench_result(run, tried, model=model, format=fmt, precision=opts.precision,
-                                         device=runner.device))
+                                         device=runner.device, input=_input(opts)))
             del runner
             bar.advance(task)
     return ResultDocument(target="inprocess", node=node_facts(config), settings=_settings(opts), results=results)
@@ -186,7 +205,7 @@ def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
                 pass
 
     return lgm.Backend(rec.name, tuple(rec.inputs[0].shape[1:]), _batch(opts, served.max_batch),
-                       [infer] * workers, close)
+                       [infer] * workers, close, samples=served.payload if served.images else None)
 
 
 def run_scenario_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
@@ -222,8 +241,8 @@ def run_scenario_served(opts: BenchOptions, config: AgentConfig) -> ResultDocume
             finally:
                 backend.close()
             results.append(_bench_result(run, tried, model=rec.model, format=rec.format, precision=rec.precision,
-                                         device=s.device, concurrency=workers, triton_model=rec.name,
-                                         protocol=opts.protocol))
+                                         device=s.device, concurrency=workers, triton_model=s.name,
+                                         protocol=opts.protocol, input=_input(opts)))
             bar.advance(task)
     return ResultDocument(target="triton", node=node, settings=_settings(opts, opts.url), results=results)
 

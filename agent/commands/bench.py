@@ -66,8 +66,6 @@ def bench(
         raise AgentError(f"unknown --input {input_kind!r}: use tensors or images")
     if images and input_kind != "images":
         raise AgentError("--images needs --input images")
-    if input_kind == "images" and scenario:
-        raise AgentError("--input images is not available with --scenario yet")
     _check_scenario(scenario, target_latency_ms, min_duration, min_queries, server_qps, server_steps, log_dir,
                     csv_out)
     config = load_config()
