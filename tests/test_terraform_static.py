@@ -12,7 +12,7 @@ from pathlib import Path
 import hcl2
 import pytest
 
-from tf_support import EXAMPLES, MODULES, ROOT, TERRAFORM
+from tf_support import MODULES, ROOT, STACKS, TERRAFORM
 
 pytestmark = pytest.mark.terraform
 
@@ -64,7 +64,7 @@ def test_module_declarations(cloud, tmp_path):
 
 @pytest.mark.parametrize("cloud", ["aws", "genesiscloud"])
 def test_example_declarations(cloud, tmp_path):
-    mod = load_declarations(EXAMPLES[cloud], tmp_path)
+    mod = load_declarations(STACKS[cloud], tmp_path)
     for name, v in mod["Variables"].items():
         assert v["Description"].strip() and v["ConstraintType"] != "dynamic", name
     assert set(mod["Outputs"]) == {"nodes"}
@@ -92,7 +92,7 @@ def _variables(path: Path) -> dict:
 
 @pytest.mark.parametrize("cloud", ["aws", "genesiscloud"])
 def test_security_defaults(cloud):
-    for where in (MODULES[cloud], EXAMPLES[cloud]):
+    for where in (MODULES[cloud], STACKS[cloud]):
         vs = _variables(where)
         assert "default" not in vs["admin_cidrs"], f"{where}: admin_cidrs must have no default"
         assert vs["triton_allowed_cidrs"]["default"] == [], f"{where}: Triton must be closed by default"

@@ -11,13 +11,13 @@ ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"
 MODULES = {"aws": TERRAFORM / "modules" / "aws-gpu-nodes",
            "genesiscloud": TERRAFORM / "modules" / "genesiscloud-gpu-nodes"}
-EXAMPLES = {"aws": TERRAFORM / "examples" / "aws",
-            "genesiscloud": TERRAFORM / "examples" / "genesiscloud"}
+STACKS = {"aws": TERRAFORM / "stacks" / "aws",
+          "genesiscloud": TERRAFORM / "stacks" / "genesiscloud"}
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx3f2wR0m2TqP1v9a1y0Zb5O6eYcXk3s1o8p7B4d5e6 test"
 
 
 def copy_terraform(dst: Path) -> Path:
-    """A private copy of terraform/ (modules + examples), without local state."""
+    """A private copy of terraform/ (modules + stacks), without local state."""
     shutil.copytree(TERRAFORM, dst, ignore=shutil.ignore_patterns(".terraform", "*.tfstate*",
                                                                    ".terraform.lock.hcl"))
     return dst

@@ -50,7 +50,7 @@ class FleetSettings:
     @property
     def config_dir(self) -> Path:
         """The root configuration `make provision` applies for this cloud."""
-        return terraform_root() / "examples" / self.cloud
+        return terraform_root() / "stacks" / self.cloud
 
     @property
     def work_dir(self) -> Path:

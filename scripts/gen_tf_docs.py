@@ -1,0 +1,194 @@
+"""Write each Terraform module's and stack's README section in terraform-docs' format.
+
+terraform-docs (a Go binary) is not installable from the registries the project can
+reach, so this script renders its default markdown table layout (Requirements,
+Providers, Modules, Resources, Inputs, Outputs) from the HCL, parsed with
+python-hcl2, between `<!-- BEGIN_TF_DOCS -->` and `<!-- END_TF_DOCS -->` in the
+directory's README.md (appended when the markers are missing). Inputs and outputs
+are listed in name order, as terraform-docs does by default.
+
+    python scripts/gen_tf_docs.py            # rewrite the READMEs
+    python scripts/gen_tf_docs.py --check    # exit 1 when a README is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import hcl2
+
+ROOT = Path(__file__).resolve().parents[1]
+TERRAFORM = ROOT / "terraform"
+BEGIN, END = "<!-- BEGIN_TF_DOCS -->", "<!-- END_TF_DOCS -->"
+
+
+def _unquote(value):
+    """python-hcl2 keeps string literals quoted and expressions as ${...}: plain values."""
+    if isinstance(value, str):
+        if len(value) >= 2 and value.startswith('"') and value.endswith('"'):
+            return json.loads(value)
+        if value.startswith("${") and value.endswith("}"):
+            return value[2:-1]
+        return value
+    if isinstance(value, list):
+        return [_unquote(v) for v in value]
+    if isinstance(value, dict):
+        return {_unquote(k): _unquote(v) for k, v in value.items() if not k.startswith("__")}
+    return value
+
+
+def _blocks(directory: Path, kind: str) -> list[tuple]:
+    """(labels..., body) for every `kind` block in the directory's .tf files."""
+    found = []
+    for tf in sorted(directory.glob("*.tf")):
+        doc = hcl2.load(tf.open())
+        for block in doc.get(kind, []):
+            for label, body in block.items():
+                if kind in ("resource", "data"):
+                    for name, inner in body.items():
+                        found.append((_unquote(label), _unquote(name), inner))
+                else:
+                    found.append((_unquote(label), body))
+    return found
+
+
+def _esc(text: str) -> str:
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def _anchor(kind: str, name: str) -> str:
+    escaped = name.replace("_", "\\_")
+    return f'<a name="{kind}_{name}"></a> [{escaped}](#{kind}\\_{escaped})'
+
+
+def _default(body: dict) -> str:
+    if "default" not in body:
+        return "n/a"
+    value = _unquote(body["default"])
+    text = json.dumps(value, indent=2)
+    if "\n" not in text:
+        return f"`{text}`"
+    return "<pre>" + text.replace("\n", "<br/>").replace("|", "\\|") + "</pre>"
+
+
+def _requirements(directory: Path) -> tuple[list[str], dict[str, str]]:
+    rows, providers = [], {}
+    for body in _terraform_blocks(directory):
+        if "required_version" in body:
+            rows.append(f"| {_anchor('requirement', 'terraform')} | {_unquote(body['required_version'])} |")
+        for req in body.get("required_providers", []):
+            for name, spec in req.items():
+                if name.startswith("__"):
+                    continue
+                spec = _unquote(spec)
+                rows.append(f"| {_anchor('requirement', name)} | {spec.get('version', 'n/a')} |")
+                providers[name] = spec.get("source", f"hashicorp/{name}")
+    return rows, providers
+
+
+def _terraform_blocks(directory: Path) -> list[dict]:
+    blocks = []
+    for tf in sorted(directory.glob("*.tf")):
+        blocks += hcl2.load(tf.open()).get("terraform", [])
+    return blocks
+
+
+def _resource_link(providers: dict[str, str], kind: str, rtype: str, name: str) -> str:
+    provider = rtype.split("_", 1)[0]
+    source = providers.get(provider, f"hashicorp/{provider}")
+    page = "resources" if kind == "resource" else "data-sources"
+    prefix = "data." if kind == "data" else ""
+    short = rtype.split("_", 1)[1] if "_" in rtype else rtype
+    return (f"| [{prefix}{rtype}.{name}](https://registry.terraform.io/providers/{source}/latest/docs/"
+            f"{page}/{short}) | {'data source' if kind == 'data' else 'resource'} |")
+
+
+def tf_docs(directory: Path) -> str:
+    """The generated markdown (between the markers) for one module or root."""
+    req_rows, providers = _requirements(directory)
+    out = ["## Requirements", ""]
+    out += ["| Name | Version |", "|------|---------|", *req_rows] if req_rows else ["No requirements."]
+    out += ["", "## Providers", ""]
+    used = {r[0].split("_", 1)[0] for r in _blocks(directory, "resource") + _blocks(directory, "data")}
+    used |= {name for name, _ in _blocks(directory, "provider")}
+    prov_rows = [f"| {_anchor('provider', p)} | n/a |" for p in sorted(providers) if p in used]
+    out += ["| Name | Version |", "|------|---------|", *prov_rows] if prov_rows else ["No providers."]
+    out += ["", "## Modules", ""]
+    modules = sorted(_blocks(directory, "module"))
+    if modules:
+        out += ["| Name | Source | Version |", "|------|--------|---------|"]
+        out += [f"| {_anchor('module', n)} | {_unquote(b['source'])} | n/a |" for n, b in modules]
+    else:
+        out.append("No modules.")
+    out += ["", "## Resources", ""]
+    resources = sorted((rtype, name, kind) for kind in ("resource", "data")
+                       for rtype, name, _ in _blocks(directory, kind))
+    if resources:
+        out += ["| Name | Type |", "|------|------|"]
+        out += [_resource_link(providers, kind, rtype, name) for rtype, name, kind in resources]
+    else:
+        out.append("No resources.")
+    out += ["", "## Inputs", ""]
+    variables = sorted(_blocks(directory, "variable"))
+    if variables:
+        out += ["| Name | Description | Type | Default | Required |",
+                "|------|-------------|------|---------|:--------:|"]
+        for name, body in variables:
+            vtype = _unquote(body.get("type", "any"))
+            out.append(f"| {_anchor('input', name)} | {_esc(_unquote(body.get('description', 'n/a')))} | "
+                       f"`{_esc(vtype)}` | {_default(body)} | {'no' if 'default' in body else 'yes'} |")
+    else:
+        out.append("No inputs.")
+    out += ["", "## Outputs", ""]
+    outputs = sorted(_blocks(directory, "output"))
+    if outputs:
+        out += ["| Name | Description |", "|------|-------------|"]
+        out += [f"| {_anchor('output', n)} | {_esc(_unquote(b.get('description', 'n/a')))} |" for n, b in outputs]
+    else:
+        out.append("No outputs.")
+    return "\n".join(out) + "\n"
+
+
+def render(readme_text: str, block: str) -> str:
+    if BEGIN not in readme_text or END not in readme_text:
+        return readme_text.rstrip() + f"\n\n{BEGIN}\n{block}{END}\n"
+    head, rest = readme_text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n{block}{END}{tail}"
+
+
+def directories() -> list[Path]:
+    """Every module and applied root (a directory with a variables.tf)."""
+    return sorted(p.parent for p in TERRAFORM.glob("*/*/variables.tf"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only report READMEs that are out of date")
+    args = parser.parse_args(argv)
+    stale = []
+    for directory in directories():
+        readme = directory / "README.md"
+        current = readme.read_text() if readme.is_file() else f"# {directory.relative_to(TERRAFORM)}\n"
+        wanted = render(current, tf_docs(directory))
+        if wanted == current:
+            continue
+        stale.append(readme.relative_to(ROOT))
+        if not args.check:
+            tmp = readme.with_suffix(".md.tmp")
+            tmp.write_text(wanted)
+            tmp.replace(readme)
+    if args.check and stale:
+        for path in stale:
+            print(f"error: {path} is out of date: run python scripts/gen_tf_docs.py", file=sys.stderr)
+        return 1
+    for path in stale:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
