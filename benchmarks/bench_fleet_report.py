@@ -9,8 +9,9 @@ reads from those runs' documents), and records cv_pct and the speedup interval.
 Prints, per fleet size, the time to build the report's numbers (``query``:
 build_report — the SQL and the one pass over the rows) and to write it
 (``render``: HTML with 31 inline figures and the scenario tables, Markdown, and
-every CSV including results.csv with all 372,000 rows — the CSV part also on
-its own), their sum, and the ratio of the two sizes.
+every CSV — results.csv as ``agent fleet report`` decides by default, i.e. up to
+100,000 rows, or always with ``--results-csv``; the CSV part also on its own),
+their sum, and the ratio of the two sizes.
 Each measurement runs in a fresh Python process (as ``agent fleet report``
 does: imports, a cold start), and the sizes are interleaved (small, big,
 small, big, ...) so that a change in the machine's load hits both alike; the
@@ -18,6 +19,7 @@ median of the repetitions is reported, with the load average before and after.
 
     .venv/bin/python benchmarks/bench_fleet_report.py [--nodes 1000] [--repeat 3] [--keep DIR]
         [--baseline GIT-REV]   # also time the report code of an older commit, interleaved (A/B)
+        [--results-csv]        # always write results.csv (older code always does)
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 MEASURE = r"""
-import json, resource, sys, time
+import inspect, json, resource, sys, time
 from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 from agent.collector.db import make_engine
@@ -56,12 +58,16 @@ def main():
     engine.dispose()  # as agent fleet report does: the report is written from memory
     write_report(report, Path(sys.argv[3]), ["html", "md"])
     t2 = time.perf_counter()
-    write_report(report, Path(sys.argv[3] + "-csv"), ["csv"])  # same files as one call with all three formats
+    # the same files as one call with all three formats; results.csv as the CLI decides
+    # by default (--results-csv: always), older code: always
+    opt = {"results_csv": json.loads(sys.argv[4])} if "results_csv" in inspect.signature(write_report).parameters else {}
+    write_report(report, Path(sys.argv[3] + "-csv"), ["csv"], **opt)
     t3 = time.perf_counter()
     size = (Path(sys.argv[3]) / "report.html").stat().st_size
+    results_csv = (Path(sys.argv[3] + "-csv") / "results.csv").exists()
     print(json.dumps({"query": t1 - t0, "render": t3 - t1, "csv": t3 - t2, "cpu": cpu() - c0,
                       "rows": len(report.rows), "scenarios": len(getattr(report, "scenarios", None).rows) if getattr(report, "scenarios", None) else 0,
-                      "html_mb": size / 1e6}))
+                      "html_mb": size / 1e6, "results_csv": results_csv}))
 
 if __name__ == "__main__":
     main()
@@ -100,10 +106,10 @@ def checkout(rev: str, work: Path) -> Path:
     return dest
 
 
-def measure(code_root: Path, url: str, out: Path) -> dict:
+def measure(code_root: Path, url: str, out: Path, results_csv: bool | None = None) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     shutil.rmtree(f"{out}-csv", ignore_errors=True)
-    r = subprocess.run([sys.executable, "-c", MEASURE, str(code_root), url, str(out)],
+    r = subprocess.run([sys.executable, "-c", MEASURE, str(code_root), url, str(out), json.dumps(results_csv)],
                        capture_output=True, text=True, cwd=code_root)
     if r.returncode != 0:
         raise SystemExit(f"report failed ({code_root}):\n{r.stderr}")
@@ -118,6 +124,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="measurements per size (and code version)")
     ap.add_argument("--baseline", help="a git revision whose report code is timed too, interleaved")
     ap.add_argument("--keep", type=Path, help="keep the databases and reports here (and reuse the databases)")
+    ap.add_argument("--results-csv", action="store_true",
+                    help="always write results.csv (default: as agent fleet report does, up to 100,000 rows)")
     args = ap.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-fleet-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -145,13 +153,14 @@ def main() -> None:
             for v, code in versions.items():
                 for n in sizes:
                     loads.append(os.getloadavg()[0])
-                    m = measure(code, urls[n], work / f"report-{n}")
+                    m = measure(code, urls[n], work / f"report-{n}", True if args.results_csv else None)
                     if counts[n] is not None:
                         assert m["rows"] == counts[n], (m["rows"], counts[n])
                     runs[(v, n)].append(m)
                     print(f"  round {i + 1} {v:>8} {n:>5} nodes: query {m['query']:6.2f} s  render {m['render']:6.2f} s"
                           f" (CSV {m.get('csv', float('nan')):5.2f} s)  total {m['query'] + m['render']:6.2f} s"
-                          f"  CPU {m['cpu']:6.2f} s  load {loads[-1]:.1f}", flush=True)
+                          f"  CPU {m['cpu']:6.2f} s  load {loads[-1]:.1f}"
+                          f"{'' if m.get('results_csv', True) else '  (no results.csv)'}", flush=True)
         print(f"\nmedian of {args.repeat} (fresh process each; load average {min(loads):.1f}–{max(loads):.1f}, "
               f"{os.getloadavg()[0]:.1f} after)")
         print(f"{'code':>8} {'nodes':>6} {'results':>9} {'query s':>8} {'render s':>9} {'(CSV s)':>8} "
@@ -166,7 +175,8 @@ def main() -> None:
                 cpu = statistics.median(m["cpu"] for m in ms)
                 csv_s = statistics.median(m.get("csv", float("nan")) for m in ms)
                 print(f"{v:>8} {n:>6} {ms[0]['rows']:>9,} {q:>8.2f} {r:>9.2f} {csv_s:>8.2f} {totals[n]:>8.2f} "
-                      f"{cpu:>7.2f} {ms[0]['html_mb']:>9.2f} MB")
+                      f"{cpu:>7.2f} {ms[0]['html_mb']:>9.2f} MB"
+                      f"{'' if ms[0].get('results_csv', True) else '  (no results.csv)'}")
             small, big = sizes
             print(f"{v:>8} total time ratio {big}/{small} nodes: {totals[big] / totals[small]:.2f}x "
                   f"for {big // small}x the data")

@@ -77,15 +77,25 @@ row_tuple = attrgetter(*ROW_FIELDS)
 
 class Rows(Sequence):
     """The report's newest results, kept as tuples in ``Row`` field order (372,000
-    of them at 1,000 nodes); a ``Row`` is made only when one is read."""
+    of them at 1,000 nodes); a ``Row`` is made only when one is read. Given
+    unsorted, they are sorted into the report's order (``ROW_ORDER``) when first
+    read: a large fleet's report that writes no results.csv and no per-node table
+    never pays for the sort (a second at 1,000 nodes); its length is known at once."""
 
-    __slots__ = ("tuples",)
+    __slots__ = ("_tuples", "_sorted")
 
-    def __init__(self, tuples: list[tuple]) -> None:
-        self.tuples = tuples
+    def __init__(self, tuples: list[tuple], sort: bool = False) -> None:
+        self._tuples, self._sorted = tuples, not sort
+
+    @property
+    def tuples(self) -> list[tuple]:
+        if not self._sorted:
+            self._tuples.sort(key=ROW_ORDER)
+            self._sorted = True
+        return self._tuples
 
     def __len__(self) -> int:
-        return len(self.tuples)
+        return len(self._tuples)
 
     def __getitem__(self, i):  # noqa: ANN001, ANN204
         if isinstance(i, slice):
@@ -319,9 +329,9 @@ def is_stable(stable: bool, cv_pct: float | None, max_cv_pct: float = MAX_CV_PCT
     return bool(stable) and (cv_pct is None or cv_pct <= max_cv_pct)
 
 
-def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT) -> list[tuple]:  # noqa: ANN001
+def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT, sort: bool = True) -> list[tuple]:  # noqa: ANN001
     """Row-field-ordered tuples (speedup and cost derived, stability per ``is_stable``),
-    sorted like the report."""
+    sorted like the report (unless ``sort`` is false: ``Rows`` sorts when read)."""
     picked = list(picked)
     # key: (node, model, backend, precision, batch, concurrency); v[2][7]: throughput
     # (image requests are compared with eager on images: the same preprocessing in both)
@@ -342,7 +352,8 @@ def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT) -> list[tuple]:  # noqa:
                 bool(t[10]) and (cv is None or cv <= max_cv_pct), t[0], ts, run[7], ips / base if base else None,
                 None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6, cv,  # cost_per_million, cv
                 t[17], t[18], t[19], t[20], ips / t[19] if t[19] else None))  # queue, compute, W, util, inf/s/W
-    out.sort(key=ROW_ORDER)
+    if sort:
+        out.sort(key=ROW_ORDER)
     return out
 
 
@@ -460,12 +471,13 @@ def _summaries(tuples: list[tuple], budget: float | None) -> tuple[list[dict], l
         if not t[12] or (budget is not None and t[11] > budget):
             continue
         model = t[4]
+        # ties go to the first in the report's order (``tuples`` need not be sorted)
         f = fastest.get(model)
-        if f is None or t[9] > f[9]:
+        if f is None or t[9] > f[9] or (t[9] == f[9] and ROW_ORDER(t) < ROW_ORDER(f)):
             fastest[model] = t
         if t[17] is not None:
             c = cheapest.get(model)
-            if c is None or t[17] < c[17]:
+            if c is None or t[17] < c[17] or (t[17] == c[17] and ROW_ORDER(t) < ROW_ORDER(c)):
                 cheapest[model] = t
     by_gpu = []
     for key in sorted(groups):
@@ -605,7 +617,7 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
         pairs = None if compare else _stack_pairs(runs)
         picked_scenarios: dict[tuple, tuple] = {}
         newest, sides = _pick_newest(conn, since, runs, pairs, scenarios=picked_scenarios)
-        tuples = _row_tuples(newest.items(), max_cv_pct)
+        tuples = _row_tuples(newest.items(), max_cv_pct, sort=False)  # Rows sorts them if read
         del newest
         detail = len({r[0] for r in runs.values()}) <= MAX_NODES_DETAIL
         ci = speedup_intervals(conn, tuples) if detail else {}
@@ -638,7 +650,7 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
             g["median_ips"], g["median_p99_ms"])
     series = {m: model_series_from_groups(m, g, medians[m]) for m, g in per_model.items()}
     return Report(generated_at=datetime.now(UTC), since=since, threshold_pct=threshold_pct,
-                  p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples), by_gpu=by_gpu,
+                  p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples, sort=True), by_gpu=by_gpu,
                   best=best, comparisons=comparisons, compared_nodes=compared, series=series,
                   max_cv_pct=max_cv_pct, scenarios=scenarios, speedup_ci=ci)
 

@@ -24,6 +24,10 @@ from agent.fleet.scenarios import SCENARIO_FIELDS
 from agent.fsutil import atomic_path
 
 FORMATS = ("html", "md", "csv")
+# results.csv is the export of every newest result (372,000 rows, 106 MB at 1,000 nodes): by
+# default it is written up to this many rows; above, only on request (--results-csv), and the
+# report says so. Its size and time grow with the fleet; the report's other files do not.
+RESULTS_CSV_MAX_ROWS = 100_000
 MAX_INVALID_SHOWN = 200  # INVALID scenario results listed in HTML/Markdown; scenarios.csv has all
 
 CSV_FILES = {
@@ -109,6 +113,11 @@ def _cached_csv(f: IO[str], records, columns: list[str], get) -> None:  # noqa: 
     f.writelines([",".join([c[v] for c, v in zip(cells, get(r))]) + "\n" for r in records])
 
 
+def writes_results_csv(report: Report, results_csv: bool | None = None) -> bool:
+    """``results_csv`` when given, else whether the report has at most RESULTS_CSV_MAX_ROWS rows."""
+    return len(report.rows) <= RESULTS_CSV_MAX_ROWS if results_csv is None else results_csv
+
+
 def _csv_tables(report: Report) -> dict[str, tuple]:
     cmp_cols = [f.name for f in fields(Comparison)]
     best_cols = ["model", "criterion", "node", "gpu", "backend", "precision", "batch_size", "concurrency",
@@ -144,7 +153,7 @@ def _write_table(f: IO[str], name: str, table: tuple) -> None:
         _csv(f, *table)
 
 
-def context(report: Report, with_plots: bool) -> dict:
+def context(report: Report, with_plots: bool, results_csv: bool = True) -> dict:
     from agent.fleet.plots import model_figures
 
     from markupsafe import Markup
@@ -195,24 +204,30 @@ def context(report: Report, with_plots: bool) -> dict:
             "fmt": _fmt, "money": _money, "csv_files": CSV_FILES, "unstable": report.unstable,
             "comparisons_shown": report.comparisons if len(report.comparisons) <= 300 else flagged,
             "flagged": flagged, "speedup": speedup, "split": split, "scenarios": sc, "scenario_models": scen_models,
-            "invalid_shown": sc.invalid[:MAX_INVALID_SHOWN] if sc else [], "max_invalid_shown": MAX_INVALID_SHOWN}
+            "invalid_shown": sc.invalid[:MAX_INVALID_SHOWN] if sc else [], "max_invalid_shown": MAX_INVALID_SHOWN,
+            "results_csv": results_csv, "results_csv_max_rows": RESULTS_CSV_MAX_ROWS}
 
 
-def write_report(report: Report, out: Path, formats: list[str]) -> list[Path]:
+def write_report(report: Report, out: Path, formats: list[str], results_csv: bool | None = None) -> list[Path]:
+    """``results_csv``: write results.csv (with "csv" in ``formats``); None: up to
+    RESULTS_CSV_MAX_ROWS rows (``writes_results_csv``)."""
     from agent.templating import render
 
     written = []
+    with_results = "csv" in formats and writes_results_csv(report, results_csv)
     with no_gc(), atomic_path(Path(out)) as tmp:
         tmp.mkdir()
         if "csv" in formats:
             for name, table in _csv_tables(report).items():
+                if name == "results.csv" and not with_results:
+                    continue
                 with open(tmp / name, "w", newline="", buffering=1 << 20) as f:
                     _write_table(f, name, table)
                 written.append(name)
         if "md" in formats:
-            (tmp / "report.md").write_text(render("report/report.md.j2", **context(report, False)))
+            (tmp / "report.md").write_text(render("report/report.md.j2", **context(report, False, with_results)))
             written.append("report.md")
         if "html" in formats:
-            (tmp / "report.html").write_text(render("report/report.html.j2", **context(report, True)))
+            (tmp / "report.html").write_text(render("report/report.html.j2", **context(report, True, with_results)))
             written.append("report.html")
     return [Path(out) / n for n in written]
