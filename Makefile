@@ -42,9 +42,9 @@ test: venv system-deps checkov ## the whole test suite (what CI runs)
 	$(PY) -m pytest tests --durations=25
 
 demo: venv ## build, verify and benchmark a few small models on this machine
-	$(AGENT) build-engines --models $(DEMO_MODELS) --out $(DEMO_OUT)/engines
+	$(AGENT) build-engines --models $(DEMO_MODELS) --engines $(DEMO_OUT)/engines
 	$(AGENT) bench --models $(DEMO_MODELS) --engines $(DEMO_OUT)/engines --batch-sizes 1,8 \
-	    --warmup 3 --duration 0.5 --max-windows 6 --json $(DEMO_OUT)/bench.json
+	    --warmup 3 --duration 0.5 --max-windows 6 --json-file $(DEMO_OUT)/bench.json
 
 bench-local: venv ## speedup of the best engine over eager (resnet18/50, mobilenet_v3_small, squeezenet1_1)
 	$(PY) benchmarks/bench_local.py
@@ -110,7 +110,7 @@ collect: venv ## fetch results spooled on the nodes and push them to COLLECTOR_U
 	  -e '{"inferfleet_collect_dir": "$(abspath $(COLLECT_DIR))", "inferfleet_collect_remove": $(if $(filter 1 true yes,$(COLLECT_REMOVE)),true,false), "inferfleet_collect_push_url": "$(if $(filter 1 true yes,$(COLLECT_PUSH)),$(COLLECTOR_URL))", "inferfleet_collect_agent": "$(abspath $(AGENT))"}'
 
 report: venv ## fleet report (HTML, Markdown, CSV) from the collector
-	$(AGENT) fleet report --collector $(COLLECTOR_URL) --out $(REPORT_OUT) --format html,md,csv
+	$(AGENT) fleet report --collector $(COLLECTOR_URL) --out $(REPORT_OUT) --outputs html,md,csv
 
 monitoring: venv ## Prometheus scrape config + Grafana dashboard for the fleet (out/monitoring), checked by promtool
 	$(AGENT) infra monitoring --inventory $(INVENTORY) --out out/monitoring \

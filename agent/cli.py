@@ -7,6 +7,7 @@ dependencies (torch, onnxruntime, FastAPI...) only when it runs, so
 from __future__ import annotations
 
 import sys
+from typing import Annotated
 
 import typer
 
@@ -18,11 +19,28 @@ from agent.ui import console_err
 app = typer.Typer(
     name="agent",
     help="inferfleet node agent: build verified inference engines, serve them with Triton, "
-    "benchmark them and report to the fleet collector.",
+    "benchmark them and report to the fleet collector.\n\n"
+    "Options mean one thing everywhere: --engines DIR is the engine build directory (written by "
+    "build-engines, read by repo, bench, classify); --out DIR is where a command writes its output "
+    "directory; --json prints JSON on stdout, --json-file / --csv-file write files; --formats are "
+    "engine formats, --outputs a report's file types.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the agent version and exit.")] = False,
+) -> None:
+    """The inferfleet agent's global options."""
 
 app.command("models")(models.models)
 app.command("build-engines")(build.build_engines)

@@ -32,7 +32,7 @@ def load_manifest(engines_dir: Path, missing_ok: bool = True) -> Manifest:
     if not path.is_file():
         if missing_ok:
             return Manifest()
-        raise AgentError(f"no {MANIFEST_NAME} in {engines_dir}: run `agent build-engines --out {engines_dir}` first")
+        raise AgentError(f"no {MANIFEST_NAME} in {engines_dir}: run `agent build-engines --engines {engines_dir}` first")
     try:
         return Manifest.model_validate_json(path.read_text())
     except (ValidationError, ValueError, OSError) as e:

@@ -43,3 +43,13 @@ def parse_ints(value: str | None, what: str) -> list[int]:
             raise AgentError(f"{what} must be >= 1, got {n}")
         out.append(n)
     return out
+
+
+def deprecated_alias(value, old_value, old: str, new: str):
+    """The value of an option given under its deprecated spelling ``old`` (a hidden
+    option kept for one release), with a warning naming ``new``; else ``value``."""
+    if old_value is None:
+        return value
+    console_err.print(f"[yellow]warning:[/] {old} is deprecated and will be removed in the next release: "
+                      f"use {new}", highlight=False, soft_wrap=True)
+    return old_value

@@ -105,7 +105,7 @@ def test_bench_cli_writes_json_and_spools(built_engines, tmp_path):
     state = tmp_path / "state"
     proc = run_cli("bench", "--engines", str(built_engines), "--models", "mobilenet_v3_small",
                    "--formats", "eager,onnx", "--batch-sizes", "1", "--warmup", "1",
-                   "--iterations", "3", "--max-windows", "3", "--rounds", "2", "--json", str(out),
+                   "--iterations", "3", "--max-windows", "3", "--rounds", "2", "--json-file", str(out),
                    env={"INFERFLEET_STATE_DIR": str(state), "INFERFLEET_NODE_NAME": "cli-node"})
     assert proc.returncode == 0, proc.stderr
     assert "mobilenet_v3_small" in proc.stdout and "speedup" in proc.stdout

@@ -162,7 +162,7 @@ def test_worker_crash_and_failed_verification_are_isolated_and_reported(tmp_path
 def test_sigkill_mid_build_leaves_nothing_that_looks_good(tmp_path):
     out = tmp_path / "engines"
     cmd = [sys.executable, "-m", "agent", "build-engines", "--models",
-           "squeezenet1_1,shufflenet_v2_x0_5", "--out", str(out), "--max-batch", "2"]
+           "squeezenet1_1,shufflenet_v2_x0_5", "--engines", str(out), "--max-batch", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 180

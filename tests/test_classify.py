@@ -72,7 +72,7 @@ def node(built_engines, tmp_path_factory):
     assert again.returncode == 0 and "written" not in again.stdout, again.stdout  # idempotent
     # what bench.yml runs with inferfleet_bench_classifiers: the build's repository step writes them too
     build = run_cli("build-engines", "--models", "squeezenet1_1", "--formats", "onnx", "--max-batch", "4",
-                    "--out", str(engines), "--repo", str(root / "built-repo"), "--classifiers", timeout=600)
+                    "--engines", str(engines), "--repo", str(root / "built-repo"), "--classifiers", timeout=600)
     assert build.returncode == 0, build.stderr[-2000:]
     assert {"squeezenet1_1_classifier", "squeezenet1_1_preprocess", "imagenet_postprocess"} <= {
         d.name for d in (root / "built-repo").iterdir()}
@@ -203,7 +203,7 @@ def test_image_payload_benchmarks_in_process_and_served_and_report_apart(node, t
                        ("served", ("--target", "triton", "--url", node["http"], "--concurrency", "1",
                                    "--input", "images")),
                        ("tensors", ("--formats", "eager,onnx", "--rounds", "2"))):
-        r = run_cli("bench", *common, *args, "--json", str(tmp_path / f"{name}.json"), timeout=600)
+        r = run_cli("bench", *common, *args, "--json-file", str(tmp_path / f"{name}.json"), timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
         docs.append(ResultDocument.model_validate_json((tmp_path / f"{name}.json").read_text()))
     inproc, served, tensors = docs
@@ -241,7 +241,7 @@ def test_mlperf_scenarios_on_image_payloads(node, tmp_path):
     got = {}
     for name, args in (("inprocess", ()), ("served", ("--target", "triton", "--url", node["http"],
                                                      "--concurrency", "2"))):
-        r = run_cli("bench", *common, *args, "--json", str(tmp_path / f"{name}.json"), timeout=600)
+        r = run_cli("bench", *common, *args, "--json-file", str(tmp_path / f"{name}.json"), timeout=600)
         assert r.returncode == 0, r.stderr[-2000:]
         doc = ResultDocument.model_validate_json((tmp_path / f"{name}.json").read_text())
         [res] = doc.results

@@ -188,7 +188,7 @@ class Fleet:
         """`agent fleet report` the way `make report` runs it: from the running collector."""
         return subprocess.run(
             [str(VENV_BIN / "agent"), "fleet", "report", "--collector", self.collector_url,
-             "--out", str(out), "--format", "html,md,csv"],
+             "--out", str(out), "--outputs", "html,md,csv"],
             capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=_report_env())
 
 

@@ -181,7 +181,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path):
     engine.dispose()
     out = tmp_path / "r"
     cases = [
-        (["--db", url, "--format", "pdf"], "--format 'pdf': choose from html, md, csv"),
+        (["--db", url, "--outputs", "pdf"], "--outputs 'pdf': choose from html, md, csv"),
         (["--db", url, "--since", "yesterday"], "--since 'yesterday'"),
         (["--db", url, "--compare", "a"], "--compare needs two run ids"),
         (["--db", url, "--compare", "a,b"], "--compare: no run with id 'a'"),

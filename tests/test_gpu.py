@@ -39,7 +39,7 @@ def gpu_engines(tmp_path_factory):
     formats = ["torchscript", "onnx", "pt2"] + (["tensorrt"] if tensorrt_status()[0] else [])
     out = tmp_path_factory.mktemp("gpu") / "engines"
     r = run_cli("build-engines", "--models", MODEL, "--formats", ",".join(formats), "--precision", "fp16",
-                "--max-batch", "8", "--out", str(out), timeout=1500)
+                "--max-batch", "8", "--engines", str(out), timeout=1500)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out, formats
 
@@ -80,7 +80,7 @@ def test_onnxruntime_cuda_execution_provider_runs_the_onnx_engine(gpu_engines):
 def test_cuda_bench_records_nvml_telemetry(gpu_engines, tmp_path):
     out, formats = gpu_engines
     r = run_cli("bench", "--models", MODEL, "--engines", str(out), "--precision", "fp16", "--batch-sizes", "1,8",
-                "--duration", "0.5", "--max-windows", "4", "--json", str(tmp_path / "gpu.json"), timeout=1200)
+                "--duration", "0.5", "--max-windows", "4", "--json-file", str(tmp_path / "gpu.json"), timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads((tmp_path / "gpu.json").read_text())
     assert doc["node"]["gpu_count"] >= 1 and doc["node"]["driver_version"]

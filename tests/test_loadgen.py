@@ -34,7 +34,7 @@ def lab(built_engines, tmp_path_factory):
 def scenario(lab, name: str, *args: str, target: tuple[str, ...] = ()) -> dict:
     out = lab["root"] / f"{name}-{len(list(lab['root'].glob('*.json')))}.json"
     r = run_cli("bench", "--engines", str(lab["engines"]), "--models", MODEL, "--formats", "onnx",
-                "--scenario", name, "--log-dir", str(lab["root"] / "logs"), "--json", str(out),
+                "--scenario", name, "--log-dir", str(lab["root"] / "logs"), "--json-file", str(out),
                 *target, *args, env=lab["env"], timeout=400)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "MLPerf LoadGen scenarios" in r.stdout
@@ -192,7 +192,7 @@ def test_cli_errors(lab):
         (("--scenario", "server", "--target-latency-ms", "0"), "--target-latency-ms must be > 0"),
         (("--scenario", "offline", "--min-queries", "0"), "--min-queries must be >= 1"),
         (("--scenario", "server", "--server-steps", "0"), "--server-steps must be >= 1"),
-        (("--scenario", "offline", "--csv", str(lab["root"] / "x.csv")), "--csv"),
+        (("--scenario", "offline", "--csv-file", str(lab["root"] / "x.csv")), "--csv-file"),
     ]
     for args, msg in cases:
         assert msg in error_line(run_cli(*base, *args, env=lab["env"], timeout=120)), args

@@ -20,7 +20,7 @@ MODEL = "squeezenet1_1"
 @pytest.fixture(scope="module")
 def pt2_engines(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pt2") / "engines"
-    r = run_cli("build-engines", "--models", MODEL, "--formats", "pt2", "--max-batch", "4", "--out", str(out),
+    r = run_cli("build-engines", "--models", MODEL, "--formats", "pt2", "--max-batch", "4", "--engines", str(out),
                 timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return out
@@ -36,7 +36,7 @@ def test_pt2_engine_is_built_verified_and_cached(pt2_engines):
     assert [Path(f).name for f in rec.files] == ["model.pt2"]
     assert (rec.inputs[0].name, rec.outputs[0].name) == ("input", "logits")
     again = run_cli("build-engines", "--models", MODEL, "--formats", "pt2", "--max-batch", "4",
-                    "--out", str(pt2_engines), timeout=300)
+                    "--engines", str(pt2_engines), timeout=300)
     assert again.returncode == 0 and "cached" in again.stdout, again.stdout[-2000:]
 
 
@@ -55,7 +55,7 @@ def test_pt2_runs_in_process_with_a_dynamic_batch(pt2_engines, tmp_path):
         assert got.shape == (batch, 1000)
         assert np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
     r = run_cli("bench", "--models", MODEL, "--engines", str(pt2_engines), "--batch-sizes", "1", "--duration", "0.2",
-                "--max-windows", "3", "--warmup", "1", "--json", str(tmp_path / "b.json"), timeout=600)
+                "--max-windows", "3", "--warmup", "1", "--json-file", str(tmp_path / "b.json"), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     doc = json.loads((tmp_path / "b.json").read_text())
     by = {x["format"]: x for x in doc["results"]}

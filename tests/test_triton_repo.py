@@ -180,7 +180,7 @@ def test_build_engines_repository_step_refuses_a_corrupt_engine(cli, engines):
     rel = _onnx_file(engines, "resnet18_onnx")
     _corrupt(engines / rel)
     r = cli("build-engines", "--models", "squeezenet1_1", "--formats", "torchscript,onnx", "--max-batch",
-            str(BUILT_MAX_BATCH), "--out", str(engines), "--triton-backend", "python")
+            str(BUILT_MAX_BATCH), "--engines", str(engines), "--triton-backend", "python")
     line = error_line(r)
     assert "cached" in r.stdout, r.stdout  # nothing was rebuilt
     assert "engine resnet18_onnx" in line and rel in line and "sha256" in line, line

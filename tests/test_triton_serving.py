@@ -175,7 +175,7 @@ def test_served_benchmark_http_and_grpc(node):
     r = node.agent("bench", "--target", "triton", "--engines", str(node.engines), "--url", node.url,
                    "--models", "squeezenet1_1", "--formats", "onnx", "--batch-sizes", "1",
                    "--concurrency", "1,2", "--duration", "0.5", "--max-windows", "3", "--warmup", "2",
-                   "--json", str(out / "r.json"), "--csv", str(out / "r.csv"),
+                   "--json-file", str(out / "r.json"), "--csv-file", str(out / "r.csv"),
                    "--metrics-url", f"127.0.0.1:{node.ports[2]}")
     assert r.returncode == 0, r.stderr
     doc = json.loads((out / "r.json").read_text())
@@ -204,7 +204,7 @@ def test_served_benchmark_http_and_grpc(node):
     g = node.agent("bench", "--target", "triton", "--protocol", "grpc", "--engines", str(node.engines),
                    "--url", f"127.0.0.1:{node.ports[1]}", "--models", "mobilenet_v3_small", "--formats", "onnx",
                    "--batch-sizes", "2", "--concurrency", "2", "--iterations", "5", "--max-windows", "3",
-                   "--warmup", "1", "--json", str(out / "g.json"))
+                   "--warmup", "1", "--json-file", str(out / "g.json"))
     assert g.returncode == 0, g.stderr
     res = json.loads((out / "g.json").read_text())["results"]
     assert res[0]["protocol"] == "grpc" and res[0]["batch_size"] == 2

@@ -2,7 +2,7 @@
 
 Same columns, same units (microseconds), same arithmetic, one row per result in
 the order model, batch size, concurrency — so a run of ``agent bench --target
-triton --csv`` for one model and batch size diffs line by line against
+triton --csv-file`` for one model and batch size diffs line by line against
 perf_analyzer's file for the same sweep:
 
 - "Client Send" / "Client Recv": the client's own phases per request

@@ -150,7 +150,7 @@ def _plan(opts: BenchOptions) -> list[tuple[str, list[tuple[str, EngineRecord | 
             rec = manifest.engines.get(name)
             if rec is None:
                 raise AgentError(f"no {name} engine in {opts.engines_dir}: build it with "
-                                 f"`agent build-engines --models {m} --formats {f} --out {opts.engines_dir}`")
+                                 f"`agent build-engines --models {m} --formats {f} --engines {opts.engines_dir}`")
             if not rec.ok:
                 if not explicit:
                     continue

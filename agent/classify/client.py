@@ -47,7 +47,7 @@ def classify_local(images: list[bytes], model: str, engines: Path, k: int) -> li
                            if r.model == model and r.ok and r.format != "tensorrt"]).get(model)
     if record is None:
         raise AgentError(f"no verified fp32 engine of {model} in {engines}: "
-                         f"`agent build-engines --models {model} --out {engines}`")
+                         f"`agent build-engines --models {model} --engines {engines}`")
     from agent.classify.runner import ImageRunner
 
     runner = ImageRunner(load_runner(record, engines, device="cpu"), model, images)

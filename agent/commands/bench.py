@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from agent.errors import AgentError
-from agent.ui import parse_csv, parse_ints
+from agent.ui import deprecated_alias, parse_csv, parse_ints
 
 DEFAULT_ENGINES = Path("engines")
 
@@ -18,7 +18,7 @@ def bench(
     formats: Annotated[str, typer.Option(help="eager,torchscript,onnx,tensorrt (in-process) — default: eager + every built format.")] = "",
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="Comma-separated batch sizes.")] = "1,8",
     precision: Annotated[str, typer.Option(help="fp32 or fp16 engines to measure.")] = "fp32",
-    engines: Annotated[Path, typer.Option("--engines", "--out", help="Build directory with manifest.json.")] = DEFAULT_ENGINES,
+    engines: Annotated[Path, typer.Option("--engines", help="Build directory with manifest.json.")] = DEFAULT_ENGINES,
     target: Annotated[str, typer.Option(help="inprocess or triton.")] = "inprocess",
     url: Annotated[str, typer.Option(help="Triton URL (host:port) for --target triton.")] = "127.0.0.1:8000",
     protocol: Annotated[str, typer.Option(help="http or grpc for --target triton.")] = "http",
@@ -31,9 +31,9 @@ def bench(
     iterations: Annotated[int | None, typer.Option(help="Fixed number of requests instead of timed windows.")] = None,
     stability: Annotated[float, typer.Option(help="Windows are stable when throughput is within this percent.")] = 10.0,
     max_windows: Annotated[int, typer.Option(help="Stop after this many windows even if not stable.")] = 8,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result document here.")] = None,
-    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write perf_analyzer-compatible CSV here.")] = None,
-    verbose_csv: Annotated[bool, typer.Option("--verbose-csv", help="--csv adds perf_analyzer's verbose columns (avg latency, request/response, response wait).")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json-file", help="Write the result document here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv-file", help="Write perf_analyzer-compatible CSV here.")] = None,
+    verbose_csv: Annotated[bool, typer.Option("--verbose-csv", help="--csv-file adds perf_analyzer's verbose columns (avg latency, request/response, response wait).")] = False,
     push: Annotated[bool, typer.Option("--push", help="Push the result to the collector after the run.")] = False,
     collector: Annotated[str | None, typer.Option(help="Collector URL (default: agent config).")] = None,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token.")] = None,
@@ -45,6 +45,9 @@ def bench(
     server_qps: Annotated[float | None, typer.Option("--server-qps", help="--scenario server: run at this target QPS instead of searching.")] = None,
     server_steps: Annotated[int, typer.Option("--server-steps", help="--scenario server: most LoadGen runs of the QPS search.")] = 8,
     log_dir: Annotated[Path | None, typer.Option("--log-dir", help="--scenario: where LoadGen's logs go (default <engines>/../bench-logs).")] = None,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    old_json: Annotated[Path | None, typer.Option("--json", hidden=True)] = None,
+    old_csv: Annotated[Path | None, typer.Option("--csv", hidden=True)] = None,
 ) -> None:
     """Measure latency percentiles and throughput; print a table, write JSON, spool for the collector."""
     from agent.bench.options import BenchOptions
@@ -52,6 +55,9 @@ def bench(
     from agent.config import load_config
     from agent.fsutil import atomic_write_text
 
+    engines = deprecated_alias(engines, old_out, "--out", "--engines")
+    json_out = deprecated_alias(json_out, old_json, "--json FILE", "--json-file FILE")
+    csv_out = deprecated_alias(csv_out, old_csv, "--csv FILE", "--csv-file FILE")
     if target not in ("inprocess", "triton"):
         raise AgentError(f"unknown --target {target!r}: use inprocess or triton")
     if protocol not in ("http", "grpc"):
@@ -166,6 +172,6 @@ def _check_scenario(scenario: str | None, target_latency_ms: float | None, min_d
     if server_steps < 1:
         raise AgentError("--server-steps must be >= 1")
     if csv_out is not None:
-        raise AgentError("--csv (perf_analyzer's format) does not apply to --scenario results; use --json")
+        raise AgentError("--csv-file (perf_analyzer's format) does not apply to --scenario results; use --json-file")
     if log_dir is not None and log_dir.exists() and not log_dir.is_dir():
         raise AgentError(f"--log-dir {log_dir} is not a directory")

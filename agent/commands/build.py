@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agent.ui import parse_csv
+from agent.ui import deprecated_alias, parse_csv
 
 
 def build_engines(
@@ -16,22 +16,24 @@ def build_engines(
     formats: Annotated[str, typer.Option(help="torchscript,onnx,tensorrt,pt2 (default: torchscript,onnx; tensorrt only where it imports; pt2 = torch.export + AOTInductor, slow to compile).")] = "torchscript,onnx",
     precision: Annotated[str, typer.Option(help="fp32,fp16 (fp16: GPU nodes).")] = "fp32",
     max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch the engines accept (dynamic batch axis 1..N).")] = 8,
-    out: Annotated[Path, typer.Option(help="Build directory (manifest.json + one directory per engine).")] = Path("engines"),
+    engines: Annotated[Path, typer.Option("--engines", help="Build directory (manifest.json + one directory per engine).")] = Path("engines"),
     pretrained: Annotated[bool, typer.Option(help="Load torchvision's ImageNet weights (needs download access); default: seeded random weights.")] = False,
     opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
     onnx_exporter: Annotated[str, typer.Option("--onnx-exporter", help="legacy (fast, default) or dynamo.")] = "legacy",
     workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="TensorRT workspace limit (MiB).")] = 2048,
     timeout: Annotated[float | None, typer.Option(help="Kill a model's build worker after this many seconds.")] = None,
-    repo: Annotated[Path | None, typer.Option("--repo", help="Triton model repository to write from the verified engines (default: <out>/triton-repo; see `agent repo`).")] = None,
+    repo: Annotated[Path | None, typer.Option("--repo", help="Triton model repository to write from the verified engines (default: <engines>/triton-repo; see `agent repo`).")] = None,
     triton_backend: Annotated[str, typer.Option("--triton-backend", help="Repository variant: auto (native with a GPU, else python), python or native.")] = "auto",
     no_repo: Annotated[bool, typer.Option("--no-repo", help="Do not write the Triton model repository.")] = False,
     classifiers: Annotated[bool, typer.Option("--classifiers/--no-classifiers", help="Also write each model's image classifier ensemble into the repository (see `agent repo --classifiers`).")] = False,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
     """Export, verify against eager PyTorch, and record engines (incremental, crash-safe)."""
     from agent import registry
     from agent.build import BuildOptions, failures_error, print_summary, run_build
     from agent.errors import AgentError
 
+    out = deprecated_alias(engines, old_out, "--out", "--engines")
     if all_models and parse_csv(models):
         raise AgentError("use either --models or --all, not both")
     names = registry.resolve(parse_csv(models), all_models)

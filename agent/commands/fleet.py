@@ -36,23 +36,25 @@ def report(
     collector: Annotated[str | None, typer.Option(help="Read from a running collector instead of a database.")] = None,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector's read token (default: INFERFLEET_COLLECTOR_READ_TOKEN, else the agent config's write-token variable, INFERFLEET_COLLECTOR_TOKEN).")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (replaced as a whole).")] = Path("out/fleet-report"),
-    formats: Annotated[str, typer.Option("--format", help="Comma-separated: html, md, csv.")] = "html,md,csv",
+    formats: Annotated[str, typer.Option("--outputs", help="Comma-separated: html, md, csv.")] = "html,md,csv",
     since: Annotated[str | None, typer.Option(help="Only results since: ISO date/time or age (7d, 12h).")] = None,
     p99_budget: Annotated[float | None, typer.Option("--p99-budget", help="p99 latency budget (ms) for the best-configuration table.")] = None,
     threshold: Annotated[float, typer.Option(help="Flag throughput/p99 changes beyond this many percent.")] = 5.0,
     compare: Annotated[str | None, typer.Option(help="Compare two runs: BEFORE_ID,AFTER_ID (default: per node, newest stack vs the previous one).")] = None,
     max_cv: Annotated[float, typer.Option("--max-cv", help="Flag a result unstable when the coefficient of variation of its windows' throughputs (cv_pct, where recorded) exceeds this many percent.")] = 5.0,
     results_csv: Annotated[bool | None, typer.Option("--results-csv/--no-results-csv", help="Write results.csv, every newest result (default: when there are at most 100,000).")] = None,
+    old_format: Annotated[str | None, typer.Option("--format", hidden=True)] = None,
 ) -> None:
     """Render the fleet report: self-contained HTML (plots embedded), Markdown and CSV."""
     import time
 
-    from agent.ui import console, parse_csv
+    from agent.ui import console, deprecated_alias, parse_csv
 
+    formats = deprecated_alias(formats, old_format, "--format", "--outputs")
     fmts = parse_csv(formats)
     bad = [f for f in fmts if f not in ("html", "md", "csv")]
     if bad or not fmts:
-        raise AgentError(f"--format {formats!r}: choose from html, md, csv")
+        raise AgentError(f"--outputs {formats!r}: choose from html, md, csv")
     if db and collector:
         raise AgentError("give either --db or --collector, not both")
     if threshold <= 0:

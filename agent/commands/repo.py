@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from agent.errors import AgentError
-from agent.ui import parse_csv, parse_ints
+from agent.ui import deprecated_alias, parse_csv, parse_ints
 
 DEFAULT_ENGINES = Path("engines")
 
@@ -18,7 +18,7 @@ def default_repo(engines: Path) -> Path:
 
 
 def repo(
-    engines: Annotated[Path, typer.Option("--engines", "--out", help="Build directory with manifest.json.")] = DEFAULT_ENGINES,
+    engines: Annotated[Path, typer.Option("--engines", help="Build directory with manifest.json.")] = DEFAULT_ENGINES,
     repo_dir: Annotated[Path | None, typer.Option("--repo", help="Repository to write (default: <engines>/triton-repo).")] = None,
     backend: Annotated[str, typer.Option(help="python (CPU, the bundled tritonserver) or native (NGC image: onnxruntime_onnx / pytorch_libtorch / tensorrt_plan).")] = "python",
     models: Annotated[str, typer.Option(help="Comma-separated models (default: all).")] = "",
@@ -29,6 +29,7 @@ def repo(
     queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="Dynamic batcher max queue delay.")] = 100,
     preferred: Annotated[str, typer.Option("--preferred-batch-sizes", help="Default: 4,8,16,32 up to each engine's max batch.")] = "",
     classifiers: Annotated[bool, typer.Option("--classifiers/--no-classifiers", help="Also an image classifier per model: <model>_classifier (ensemble: JPEG/PNG bytes -> preprocessing -> engine -> softmax with ImageNet labels).")] = False,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
     """Write a Triton model repository (one model per verified engine) from a manifest."""
     from rich.table import Table
@@ -36,6 +37,7 @@ def repo(
     from agent.triton.repo import RepoOptions, write_repository
     from agent.ui import console
 
+    engines = deprecated_alias(engines, old_out, "--out", "--engines")
     opts = RepoOptions(
         backend=backend, kind=kind, instances=instances, dynamic_batching=dynamic_batching,
         queue_delay_us=queue_delay_us,

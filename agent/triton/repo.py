@@ -275,7 +275,7 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
     if corrupt:
         raise AgentError(f"refusing to write the Triton repository {repo}: {'; '.join(corrupt)} "
                          f"(manifest {manifest_path(engines_dir)}); nothing in {repo} was changed — "
-                         f"rerun `agent build-engines --out {engines_dir}` to rebuild the engine(s)")
+                         f"rerun `agent build-engines --engines {engines_dir}` to rebuild the engine(s)")
 
     # 2. stage every new or changed model, check the copies, then rename them all into place
     repo.mkdir(parents=True, exist_ok=True)
