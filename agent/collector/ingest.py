@@ -10,6 +10,7 @@ collector workers) inserts nothing, rolls back and is reported as a duplicate
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from operator import itemgetter
 
 from sqlalchemy import Engine, bindparam, case, func, insert, select
 
@@ -126,6 +127,40 @@ def telemetry_columns(r: BenchResult) -> dict:
     }
 
 
+def insert_results(conn, rows: list[dict]) -> None:  # noqa: ANN001
+    """Bulk-insert result rows (dicts with the same keys) in the open transaction.
+
+    Through the driver, not SQLAlchemy's per-row parameter processing: PostgreSQL
+    gets one ``COPY ... FROM STDIN`` (psycopg adapts each value by its Python type),
+    SQLite one ``executemany`` of tuples. Datetimes are naive UTC either way; SQLite
+    gets them in SQLAlchemy's own text format, so that its reads see the same values."""
+    if not rows:
+        return
+    cols = list(rows[0])
+    dbapi = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        with dbapi.cursor() as cur, cur.copy(f"COPY results ({', '.join(cols)}) FROM STDIN") as copy:
+            for r in rows:
+                copy.write_row([r[c] for c in cols])
+        return
+    get = itemgetter(*cols)  # a result row has some 30 columns: get returns a tuple
+    convert = [(i, p) for i, c in enumerate(cols)
+               if (p := results.c[c].type.bind_processor(conn.dialect)) is not None]
+    params = [get(r) for r in rows]
+    if convert:  # a document's rows share most converted values (its time): convert each once
+        cache: dict = {}
+        for k, t in enumerate(params):
+            t = list(t)
+            for i, p in convert:
+                if t[i] is not None:
+                    if (i, t[i]) not in cache:
+                        cache[(i, t[i])] = p(t[i])
+                    t[i] = cache[(i, t[i])]
+            params[k] = t
+    sql = f"INSERT INTO results ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    dbapi.cursor().executemany(sql, params)
+
+
 class _Duplicate(Exception):
     pass
 
@@ -138,9 +173,7 @@ def ingest(engine: Engine, doc: ResultDocument) -> bool:
             _upsert_node(conn, doc, to_utc_naive(doc.created_at))
             if conn.execute(_statement(conn, "run"), run_row(doc, received)).first() is None:
                 raise _Duplicate  # rolls the node upsert back too: a duplicate changes nothing
-            rows = result_rows(doc)
-            if rows:
-                conn.execute(insert(results), rows)
+            insert_results(conn, result_rows(doc))
     except _Duplicate:
         return False
     return True
