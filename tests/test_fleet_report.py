@@ -171,6 +171,37 @@ def test_compare_two_runs_and_since(tmp_path):
     assert r.returncode == 0, r.stderr
     assert {x["run_id"] for x in read_csv(out / "results.csv")} == {after.id}
     assert read_csv(out / "comparison.csv") == []
+    r = run_agent("fleet", "report", "--db", url, "--out", str(out), "--outputs", "csv,md", "--no-results-csv",
+                  env=agent_env())
+    assert r.returncode == 0, r.stderr
+    assert not (out / "results.csv").exists() and (out / "by_gpu.csv").exists()
+    assert "`agent fleet report --results-csv` writes it" in (out / "report.md").read_text()
+
+
+def test_results_csv_is_written_up_to_the_row_limit_else_on_request(tmp_path, monkeypatch):
+    """results.csv (every newest result) is written by default up to RESULTS_CSV_MAX_ROWS
+    rows; above, only on request (--results-csv), and both pages say how to get it.
+    The other files are written either way; when written, results.csv is the safe writer's."""
+    from agent.fleet import render
+
+    report = _report([_row(node=f"node-{i}", throughput_ips=100.0 + i) for i in range(3)])
+    monkeypatch.setattr(render, "RESULTS_CSV_MAX_ROWS", 2)
+    render.write_report(report, tmp_path / "a", ["html", "md", "csv"])
+    assert not (tmp_path / "a" / "results.csv").exists()
+    assert {p.name for p in (tmp_path / "a").iterdir()} >= {"by_gpu.csv", "best.csv", "scenarios.csv",
+                                                            "comparison.csv", "report.md", "report.html"}
+    for page in ("report.md", "report.html"):
+        text = (tmp_path / "a" / page).read_text()
+        assert "results.csv (every newest result, 3 rows) was not written" in text and "--results-csv" in text
+    render.write_report(report, tmp_path / "b", ["html", "md", "csv"], results_csv=True)
+    assert (tmp_path / "b" / "results.csv").read_text() == render.csv_files(report)["results.csv"]
+    assert len(read_csv(tmp_path / "b" / "results.csv")) == 3
+    assert "--results-csv" not in (tmp_path / "b" / "report.md").read_text()
+    monkeypatch.setattr(render, "RESULTS_CSV_MAX_ROWS", 3)
+    render.write_report(report, tmp_path / "c", ["csv"])
+    assert (tmp_path / "c" / "results.csv").exists()
+    render.write_report(report, tmp_path / "d", ["csv"], results_csv=False)
+    assert not (tmp_path / "d" / "results.csv").exists()
 
 
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path):
