@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from agent import __version__
-from agent.commands import bench, build, classify, collector, fleet, infra, models, repo, report, schema, serve
+from agent.commands import bench, build, classify, collector, fleet, infra, models, repo, report, schema, serve, tune
 from agent.errors import AgentError
 from agent.ui import console_err
 
@@ -48,6 +48,7 @@ app.command("repo")(repo.repo)
 app.command("bench")(bench.bench)
 app.command("classify")(classify.classify)
 app.command("schema")(schema.schema)
+app.command("tune")(tune.tune)
 app.add_typer(serve.app, name="serve")
 app.add_typer(report.app, name="report")
 app.add_typer(collector.app, name="collector")

@@ -4,6 +4,7 @@ load/unload and per-model statistics. Every failure is an AgentError."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -75,9 +76,11 @@ class TritonAPI:
             raise AgentError(f"Triton at {self.url}: repository index: {self._error(r)}")
         return r.json()
 
-    def load(self, name: str, timeout: float = 300.0) -> str | None:
-        """Load (or reload) one model; returns None on success, else Triton's reason."""
-        r = self._request("POST", f"/v2/repository/models/{name}/load", timeout=timeout)
+    def load(self, name: str, timeout: float = 300.0, config: dict | None = None) -> str | None:
+        """Load (or reload) one model; returns None on success, else Triton's reason.
+        ``config``: a model configuration (JSON form) used instead of its config.pbtxt."""
+        body = {"parameters": {"config": json.dumps(config)}} if config is not None else None
+        r = self._request("POST", f"/v2/repository/models/{name}/load", timeout=timeout, json=body)
         return None if r.status_code == 200 else self._error(r)
 
     def unload(self, name: str, timeout: float = 60.0) -> str | None:
