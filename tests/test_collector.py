@@ -201,7 +201,7 @@ def test_migrations_create_schema_and_sqlite_uses_wal(db_url):
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)  # idempotent
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     assert {"nodes", "runs", "results", "alembic_version"} <= set(inspect(engine).get_table_names())
     if db_url.startswith("sqlite"):
         with engine.connect() as conn:
@@ -226,7 +226,7 @@ def test_a_1_0_database_upgrades_to_1_1_and_keeps_its_results(db_url):
     command.upgrade(alembic_config(engine), "0001")
     doc0 = ResultDocument.model_validate({**json.loads(doc_json(1)), "schema_version": "1.0"})
     v11_columns = ("scenario", "scenario_valid", "scenario_metric", "cv_pct", "queue_us", "compute_us",
-                   "power_w", "utilization_pct", "input")  # not in a 0001 database
+                   "power_w", "utilization_pct", "input", "tuning", "tuning_chosen")  # not in a 0001 database
     rows = [{k: v for k, v in r.items() if k not in v11_columns} for r in result_rows(doc0)]
     with engine.begin() as conn:
         _upsert_node(conn, doc0, to_utc_naive(doc0.created_at))
@@ -240,7 +240,7 @@ def test_a_1_0_database_upgrades_to_1_1_and_keeps_its_results(db_url):
             cols = ", ".join(row)
             conn.execute(text(f"INSERT INTO results ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row)
     migrate(engine)
-    assert current_revision(engine) == "0002"
+    assert current_revision(engine) == "0003"
     new = ResultDocument.model_validate_json(doc_json(2))
     new.results[0].scenario = ScenarioResult(
         name="server", valid=False, invalid_reasons=["99th percentile latency above the target"],

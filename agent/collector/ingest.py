@@ -103,6 +103,8 @@ def result_rows(doc: ResultDocument) -> list[dict]:
             "scenario_valid": r.scenario.valid if r.scenario else None,
             "scenario_metric": r.scenario.metric_value if r.scenario else None,
             "cv_pct": r.cv_pct, "input": r.input,
+            "tuning": r.tuning.model_dump_json() if r.tuning else None,  # 1.2 (migration 0003)
+            "tuning_chosen": r.tuning.chosen if r.tuning else None,
             **telemetry_columns(r),
         }
         for r in doc.results

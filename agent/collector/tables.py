@@ -84,6 +84,9 @@ results = Table(
     Column("power_w", Float),  # mean GPU power during the windows (NVML, else Triton's nv_gpu_power_usage)
     Column("utilization_pct", Float),  # mean GPU utilisation (CPU node: the measuring process's CPU)
     Column("input", String(8)),  # "image": requests of encoded images through the preprocessing
+    # schema 1.2 (migration 0003): a point of `agent tune`'s search (TuningPoint JSON); NULL = not tuning
+    Column("tuning", Text),
+    Column("tuning_chosen", Boolean),  # the configuration the search wrote back
     Index("ix_results_run", "run_id"),
     Index("ix_results_model_format", "model", "format"),
     Index("ix_results_created", "created_at"),

@@ -196,7 +196,8 @@ WITH latest AS (
                            ELSE res.format END AS backend,
                CASE WHEN res.created_at > ru0.received_at THEN ru0.received_at
                     ELSE res.created_at END AS effective_at
-        FROM results res JOIN runs ru0 ON ru0.id = res.run_id WHERE res.scenario IS NULL) r {where}
+        FROM results res JOIN runs ru0 ON ru0.id = res.run_id
+        WHERE res.scenario IS NULL AND res.tuning IS NULL) r {where}
 )
 SELECT l.node_name, COALESCE(ru.gpu_name, 'cpu'), COALESCE(ru.instance_type, ''), ru.price_per_hour,
        l.model, l.backend, l.precision, l.batch_size, l.concurrency, l.throughput_ips, l.p50_ms,
@@ -276,7 +277,8 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
     MLPerf scenario results are configurations of their own (scenario in place of
     concurrency): with a ``scenarios`` dict, the newest of each is picked into it in the
     same pass (one scan of the table); without, they are not read."""
-    conds, params = [] if scenarios is not None else ["scenario IS NULL"], {}
+    # tuning points (agent tune) are never ranked here: agent.fleet.tuning reports them
+    conds, params = ["tuning IS NULL"] + ([] if scenarios is not None else ["scenario IS NULL"]), {}
     if since is not None:
         conds.append("created_at >= :since")  # ix_results_created; the run's received_at is checked via ``runs``
         params["since"] = since
