@@ -37,6 +37,7 @@ from sqlalchemy import Engine, bindparam, text
 
 from agent.errors import AgentError
 from agent.fleet.scenarios import ScenarioTables, scenario_tables
+from agent.fleet.tuning import tuning_tables
 
 MAX_NODES_DETAIL = 25  # per-node tables in HTML/Markdown up to this many nodes; the CSV always has all
 
@@ -148,6 +149,7 @@ class Report:
     max_cv_pct: float = 5.0
     scenarios: ScenarioTables | None = None  # MLPerf LoadGen scenarios (agent.fleet.scenarios)
     speedup_ci: dict[tuple, tuple] = field(default_factory=dict)  # per-node tables only: see speedup_intervals
+    tuning: object = None  # agent tune's points (agent.fleet.tuning.TuningTables)
 
     @property
     def models(self) -> list[str]:
@@ -642,6 +644,7 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
         else:
             comparisons, compared = _stack_comparisons(sides, pairs, threshold_pct, max_cv_pct)
         nodes = _nodes(conn)
+        tuning = tuning_tables(conn, since)
     by_gpu, best, groups = _summaries(tuples, p99_budget_ms)
     per_model: dict[str, dict[tuple, list]] = defaultdict(dict)
     for (model, *key), ts in groups.items():
@@ -654,7 +657,7 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
     return Report(generated_at=datetime.now(UTC), since=since, threshold_pct=threshold_pct,
                   p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples, sort=True), by_gpu=by_gpu,
                   best=best, comparisons=comparisons, compared_nodes=compared, series=series,
-                  max_cv_pct=max_cv_pct, scenarios=scenarios, speedup_ci=ci)
+                  max_cv_pct=max_cv_pct, scenarios=scenarios, speedup_ci=ci, tuning=tuning)
 
 
 def row_dict(r: Row | Comparison) -> dict:

@@ -21,6 +21,7 @@ from typing import IO
 from agent import csvsafe
 from agent.fleet.data import MAX_NODES_DETAIL, ROW_FIELDS, Comparison, Report, Row, as_tuples, no_gc
 from agent.fleet.scenarios import SCENARIO_FIELDS
+from agent.fleet.tuning import context as tuning_context
 from agent.fsutil import atomic_path
 
 FORMATS = ("html", "md", "csv")
@@ -205,7 +206,8 @@ def context(report: Report, with_plots: bool, results_csv: bool = True) -> dict:
             "comparisons_shown": report.comparisons if len(report.comparisons) <= 300 else flagged,
             "flagged": flagged, "speedup": speedup, "split": split, "scenarios": sc, "scenario_models": scen_models,
             "invalid_shown": sc.invalid[:MAX_INVALID_SHOWN] if sc else [], "max_invalid_shown": MAX_INVALID_SHOWN,
-            "results_csv": results_csv, "results_csv_max_rows": RESULTS_CSV_MAX_ROWS}
+            "results_csv": results_csv, "results_csv_max_rows": RESULTS_CSV_MAX_ROWS,
+            "tuning_models": tuning_context(report.tuning, with_plots)}
 
 
 def write_report(report: Report, out: Path, formats: list[str], results_csv: bool | None = None) -> list[Path]:

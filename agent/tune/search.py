@@ -104,10 +104,24 @@ class Grid:
         return tuple(v.index(getattr(c, a)) if getattr(c, a) in v else 0 for a, v in zip(AXES, values))
 
     def step(self, c: Config, axis: str) -> Config | None:
-        """The configuration one step up ``axis`` (None at the grid's edge)."""
+        """The configuration one step up ``axis`` (None at the grid's edge). Batching needs
+        both a max batch size above 1 and dynamic batching: a step that gives one without
+        the other takes the other's first step too (as Model Analyzer's search turns dynamic
+        batching on with the max batch size), else a climb from "no batching" would see no
+        gain along either axis alone."""
         values = getattr(self, axis)
         i = self.position(c)[AXES.index(axis)] + 1
-        return replace(c, **{axis: values[i]}) if i < len(values) else None
+        if i >= len(values):
+            return None
+        nxt = replace(c, **{axis: values[i]})
+        delays = [d for d in self.queue_delay_us if d is not None]
+        if nxt.max_batch_size > 1 and nxt.queue_delay_us is None and delays:
+            nxt = replace(nxt, queue_delay_us=delays[0])
+        if nxt.dynamic_batching and nxt.max_batch_size == 1:
+            bigger = [m for m in self.max_batch_size if m > 1]
+            if bigger:
+                nxt = replace(nxt, max_batch_size=bigger[0])
+        return nxt
 
 
 @dataclass
