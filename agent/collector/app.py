@@ -21,6 +21,7 @@ import re
 from datetime import datetime
 from typing import Annotated
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.openapi.utils import get_openapi
@@ -32,14 +33,19 @@ from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from agent import __version__
 from agent.collector.ingest import ingest, to_utc_naive
 from agent.collector.tables import nodes, results, runs
-from agent.schema import (CONTROL_CHECKED, RESULT_SCHEMA_VERSIONS, ResultDocument,
-                          json_text_has_control_character)
+from agent.schema import (
+    CONTROL_CHECKED,
+    RESULT_SCHEMA_VERSIONS,
+    ResultDocument,
+    json_text_has_control_character,
+)
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32  # a result document nests 4 deep; json.loads recurses and would crash near 1,000
 RESULTS_PATH = "/v1/results"
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')  # bytes.translate deletes these
 _QUOTED = re.compile(rb'"[^"]*"')
+_EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
 
 
 def _iso(t: datetime | None) -> str | None:
@@ -56,14 +62,34 @@ def validation_message(e: ValidationError) -> str:
     return f"invalid result document: {where}: {first['msg']}{more}"
 
 
-def json_depth(body: bytes) -> int:
+def _structure(body: bytes) -> bytes:
+    """The brackets of ``body`` outside its strings (escaped backslashes and quotes dropped
+    first). When every string is free of brackets each one is an adjacent ``""`` pair after
+    the translate: dropping the pairs leaves no quote, and no per-string work is needed."""
+    if b"\\" in body:
+        body = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    kept = body.translate(None, _NOT_STRUCTURE)
+    bare = kept.replace(b'""', b"")
+    return bare if b'"' not in bare else _QUOTED.sub(b"", kept)
+
+
+def json_depth(body: bytes, limit: int = MAX_JSON_DEPTH) -> int:
     """Deepest nesting of arrays/objects in ``body``, without parsing it (strings skipped).
 
-    At C speed: drop escaped backslashes and quotes, keep only quotes and brackets, drop
-    the (now bracket-only) strings; what is left is the structure."""
-    kept = body.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, _NOT_STRUCTURE)
+    At C speed: keep the structure (:func:`_structure`), then drop the innermost empty
+    ``[]``/``{}`` pairs once per level. Deeper than ``limit`` or unbalanced (the parser
+    will say why): counted bracket by bracket, for the exact figure."""
+    structure = _structure(body)
+    kept, depth = structure, 0
+    while kept and depth <= limit:
+        inner = _EMPTY_PAIR.sub(b"", kept)
+        if len(inner) == len(kept):
+            break
+        kept, depth = inner, depth + 1
+    if not kept:
+        return depth
     depth = deepest = 0
-    for b in _QUOTED.sub(b"", kept):
+    for b in structure:
         if b in b"[{":
             depth += 1
             deepest = max(deepest, depth)
@@ -81,13 +107,24 @@ def is_json(content_type: str | None) -> bool:
     return media == "application/json" or (media.startswith("application/") and media.endswith("+json"))
 
 
+def _loads(body: bytes):  # noqa: ANN202
+    """orjson (about 3x faster) when it accepts the text; whatever it refuses (NaN, lone
+    surrogates, UTF-16, integers beyond 64 bits) goes to the standard library, whose
+    answer (a value or the error) stands: the accepted documents and the messages are
+    the standard library's."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body, parse_constant=_no_constants)
+
+
 def parse_document(body: bytes) -> ResultDocument:
     """Bytes -> ResultDocument, or HTTPException(4xx) with a clear message."""
     depth = json_depth(body)
     if depth > MAX_JSON_DEPTH:
         raise HTTPException(400, f"JSON nested {depth} deep: the limit is {MAX_JSON_DEPTH}")
     try:
-        data = json.loads(body, parse_constant=_no_constants)
+        data = _loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise HTTPException(400, f"malformed JSON: {e}") from None
     except (ValueError, RecursionError) as e:  # NaN/Infinity, integers of more than 4,300 digits
@@ -222,17 +259,18 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             if len(body) > max_body_bytes:
                 raise HTTPException(413, f"body exceeds the limit of {max_body_bytes} bytes")
         with metrics.seconds.time():
-            doc = await run_in_threadpool(parse_document, bytes(body))  # off the event loop
-            created = await _store(doc)
+            doc, created = await run_in_threadpool(_accept, bytes(body))  # off the event loop, one hop
         metrics.answered(201 if created else 200)
         if created:
             metrics.results.inc(len(doc.results))
             return JSONResponse({"id": doc.id, "status": "created"}, status_code=201)
         return JSONResponse({"id": doc.id, "status": "duplicate"}, status_code=200)
 
-    async def _store(doc: ResultDocument) -> bool:
+    def _accept(body: bytes) -> tuple[ResultDocument, bool]:
+        """Parse, validate and store: (the document, whether it was new)."""
+        doc = parse_document(body)
         try:
-            return await run_in_threadpool(ingest, engine, doc)
+            return doc, ingest(engine, doc)
         except (DataError, IntegrityError) as e:  # a value the database refuses: the document's fault
             raise HTTPException(422, f"the database refused a value: {str(e.orig).splitlines()[0]}") from None
         except OperationalError as e:  # locked, disconnected, out of space: an outage, retry later

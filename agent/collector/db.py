@@ -16,6 +16,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from agent.errors import AgentError
 
 HERE = Path(__file__).resolve().parent
+PG_POOL_SIZE = 16  # connections kept per worker process
+PG_MAX_OVERFLOW = 24  # opened for bursts, closed after: 40 = the worker's threadpool
 
 
 def default_db_url(state_dir: Path) -> str:
@@ -95,7 +97,11 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if backend == "postgresql":
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        # Connections are kept for the concurrency a worker sees (its threadpool runs up to
+        # 40 requests at once): a connection opened past pool_size is closed again on return,
+        # and opening one (a PostgreSQL backend, SCRAM authentication) costs more CPU than
+        # storing a document.
+        return create_engine(url, pool_pre_ping=True, pool_size=PG_POOL_SIZE, max_overflow=PG_MAX_OVERFLOW)
     raise AgentError(f"unsupported database {backend!r}: use sqlite:///PATH or postgresql://...")
 
 
