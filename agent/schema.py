@@ -327,19 +327,20 @@ class TuningPoint(Checked):
     (``max_batch_size``, ``dynamic_batching`` with its preferred sizes and
     ``max_queue_delay_microseconds``, the instance count), the search that tried it and
     its p99 budget; ``chosen``: the configuration the search wrote back to the repository
-    (its best point within budget); ``default``: the untuned configuration ``agent repo``
-    writes, measured for comparison."""
+    (its best point within budget); ``default``: the point is of the untuned configuration
+    ``agent repo`` writes, measured in the same run for comparison."""
 
     instances: Positive
     max_batch_size: Count
     dynamic_batching: bool
     preferred_batch_sizes: Annotated[list[Positive], Field(max_length=32)] = []
     queue_delay_us: Count | None = None
-    search: Literal["quick", "brute", "default"]
+    search: Literal["quick", "brute"]
     objective: Literal["throughput", "cost"] = "throughput"
     p99_budget_ms: Annotated[float, Field(gt=0)]
     within_budget: bool
     chosen: bool = False
+    default: bool = False
 
 
 class BenchResult(Checked):

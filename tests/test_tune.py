@@ -135,7 +135,8 @@ def tuning_doc(node: int = 0, gpu: str | None = "NVIDIA A10", price: float | Non
             "requests": 100, "windows": 3, "stable": True, "cv_pct": 1.0,
             "tuning": TuningPoint(instances=inst, max_batch_size=mb, dynamic_batching=delay is not None,
                                   preferred_batch_sizes=[4] if search == "default" else [], queue_delay_us=delay,
-                                  search=search, p99_budget_ms=20.0, within_budget=p99 <= 20.0, chosen=chosen)}))
+                                  search="quick", default=search == "default", p99_budget_ms=20.0,
+                                  within_budget=p99 <= 20.0, chosen=chosen)}))
     return ResultDocument.model_validate({
         "target": "triton", "node": n.model_dump(), "created_at": created, "id": f"tune-{node}-{created:%H%M%S}",
         "settings": {"warmup": 1, "window_seconds": 0.5, "stability_pct": 10, "max_windows": 3},
@@ -146,7 +147,7 @@ def test_schema_1_2_carries_tuning_and_older_versions_refuse_it():
     doc = tuning_doc()
     assert doc.schema_version == "1.2"
     again = ResultDocument.model_validate_json(doc.model_dump_json())
-    assert again.results[-1].tuning.chosen and again.results[0].tuning.search == "default"
+    assert again.results[-1].tuning.chosen and again.results[0].tuning.default
     raw = json.loads(doc.model_dump_json())
     for version in ("1.0", "1.1"):
         with pytest.raises(ValidationError, match=f"results.0.tuning needs schema_version 1.2 "
@@ -282,8 +283,9 @@ def test_tune_against_a_real_tritonserver(built_engines, tmp_path):
         assert doc["schema_version"] == "1.2" and doc["target"] == "triton"
         points = [x["tuning"] for x in doc["results"]]
         assert len(points) == 5 and all(p["p99_budget_ms"] == 5000 for p in points)
-        assert sum(p["search"] == "default" for p in points) == 1  # agent repo's default: max batch 4, 100 us
-        assert {(p["max_batch_size"], p["queue_delay_us"]) for p in points if p["search"] == "brute"} == {
+        assert all(p["search"] == "brute" for p in points)
+        assert sum(p["default"] for p in points) == 1  # agent repo's default: max batch 4, 100 us
+        assert {(p["max_batch_size"], p["queue_delay_us"]) for p in points if not p["default"]} == {
             (1, None), (1, 0), (4, None), (4, 0)}
         t = check_tuned_repository(repo / "squeezenet1_1_onnx", doc)
         assert "chose" in " ".join(r.stdout.split())

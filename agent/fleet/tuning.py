@@ -40,7 +40,8 @@ class TuningPointRow:
     throughput_ips: float
     p99_ms: float
     config: str  # e.g. "2 inst, max batch 8, dyn batching 500us"
-    search: str  # quick | brute | default
+    search: str  # quick | brute
+    default: bool  # a point of the untuned default configuration
     within_budget: bool
     chosen: bool
 
@@ -121,13 +122,13 @@ def tuning_tables(conn, since: datetime | None = None) -> TuningTables:  # noqa:
                                 run_id=rid, created_at=eff, search="", objective=t.get("objective", "throughput"),
                                 p99_budget_ms=t["p99_budget_ms"], price_per_hour=price)
             p = TuningPointRow(concurrency=r[7], throughput_ips=r[8], p99_ms=r[9], config=label(t),
-                               search=t["search"], within_budget=bool(t.get("within_budget")), chosen=bool(r[11]))
-            if p.search != "default":
-                nt.search = p.search
+                               search=t["search"], default=bool(t.get("default")),
+                               within_budget=bool(t.get("within_budget")), chosen=bool(r[11]))
+            nt.search = p.search
             nt.points.append(p)
             if p.chosen:
                 nt.chosen = p
-            if p.search == "default" and p.within_budget and (
+            if p.default and p.within_budget and (
                     nt.default is None or p.throughput_ips > nt.default.throughput_ips):
                 nt.default = p
         nt.points.sort(key=lambda p: (p.p99_ms, p.throughput_ips))
@@ -210,7 +211,7 @@ def figure(model: str, nodes: list[NodeTuning]) -> str | None:
             cx, cy = sx(p.p99_ms), sy(p.throughput_ips)
             tip = escape(f"{n.node}: {p.config}, concurrency {p.concurrency}: {p.throughput_ips:.1f} inf/s, "
                          f"p99 {p.p99_ms:.1f} ms")
-            if p.search == "default":
+            if p.default:
                 out.append(f'<rect x="{cx - 3:.1f}" y="{cy - 3:.1f}" width="6" height="6" fill="none" '
                            f'stroke="{color}"><title>{tip} (default)</title></rect>')
             else:

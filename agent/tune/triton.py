@@ -63,11 +63,12 @@ def override(base: dict, c: Config) -> dict:
     return cfg
 
 
-def tuning_point(c: Config, search: str, opts: TuneOptions, within: bool, chosen: bool) -> TuningPoint:
+def tuning_point(c: Config, search: str, opts: TuneOptions, within: bool, chosen: bool,
+                 default: bool = False) -> TuningPoint:
     return TuningPoint(instances=c.instances, max_batch_size=c.max_batch_size, dynamic_batching=c.dynamic_batching,
                        preferred_batch_sizes=list(c.preferred_batch_sizes), queue_delay_us=c.queue_delay_us,
                        search=search, objective=opts.objective, p99_budget_ms=opts.p99_budget_ms,
-                       within_budget=within, chosen=chosen)
+                       within_budget=within, chosen=chosen, default=default)
 
 
 class ModelTuner:
@@ -152,8 +153,8 @@ def results_of(mo: ModelOutcome, opts: TuneOptions) -> list[BenchResult]:
     out = []
     chosen = mo.outcome.chosen
     for p in mo.outcome.points:
-        how = "default" if p.config == mo.default else mo.outcome.search
-        t = tuning_point(p.config, how, opts, p.p99_ms <= opts.p99_budget_ms, chosen is not None and p is chosen)
+        t = tuning_point(p.config, mo.outcome.search, opts, p.p99_ms <= opts.p99_budget_ms,
+                         chosen is not None and p is chosen, default=p.config == mo.default)
         out.append(p.extra.model_copy(update={"tuning": t}))
     return out
 
