@@ -21,7 +21,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 DEMO_MODELS ?= resnet18,mobilenet_v3_small,squeezenet1_1
 DEMO_OUT    ?= out/demo
 
-.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet test-gpu monitoring bench-tool bench-ingest \
+.PHONY: help venv system-deps test test-python demo bench-local bench-serving bench-fleet test-gpu monitoring bench-tool bench-ingest bench-tune \
         molecule node-image e2e lint provision configure bench collector collect report destroy checkov clean
 
 help: ## list the targets
@@ -176,6 +176,9 @@ $(PA_VENV)/.installed:
 
 bench-serving: venv $(PA_VENV)/.installed ## resnet18 bs1: in-process vs Triton-served throughput (conc 1,2,4), ratio, perf_analyzer
 	$(PY) benchmarks/bench_serving.py
+
+bench-tune: venv ## agent tune on resnet18 ONNX (bundled CPU Triton): tuned vs default throughput within a p99 budget, interleaved
+	$(PY) benchmarks/bench_tune.py
 
 clean: ## remove build outputs (not .venv)
 	rm -rf out engines .pytest_cache
