@@ -50,6 +50,19 @@ def deprecated_alias(value, old_value, old: str, new: str):
     option kept for one release), with a warning naming ``new``; else ``value``."""
     if old_value is None:
         return value
+    _deprecated(old, new)
+    return old_value
+
+
+def deprecated_value(value: str, aliases: dict[str, str], option: str) -> str:
+    """``aliases[value]`` for a value's deprecated name (with a warning), else ``value``."""
+    new = aliases.get(value)
+    if new is None:
+        return value
+    _deprecated(f"{option} {value}", f"{option} {new}")
+    return new
+
+
+def _deprecated(old: str, new: str) -> None:
     console_err.print(f"[yellow]warning:[/] {old} is deprecated and will be removed in the next release: "
                       f"use {new}", highlight=False, soft_wrap=True)
-    return old_value

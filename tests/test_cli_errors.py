@@ -100,7 +100,11 @@ def test_cli_conventions_version_completion_and_deprecated_spellings(tmp_path):
     for args, old, new in ((("build-engines", "--models", "resnt18", "--out", str(tmp_path)), "--out", "--engines"),
                            (("bench", "--out", str(tmp_path / "none")), "--out", "--engines"),
                            (("repo", "--out", str(tmp_path / "none")), "--out", "--engines"),
-                           (("fleet", "report", "--db", "sqlite:///x.db", "--format", "pdf"), "--format", "--outputs")):
+                           (("fleet", "report", "--db", "sqlite:///x.db", "--format", "pdf"), "--format", "--outputs"),
+                           (("repo", "--engines", str(tmp_path / "none"), "--backend", "native"),
+                            "--backend native", "--backend platform"),
+                           (("serve", "start", "--repo", str(tmp_path / "none"), "--runtime", "native",
+                             "--state-dir", str(tmp_path / "s")), "--runtime native", "--runtime process")):
         r = run_cli(*args)
         assert r.returncode != 0
         assert f"{old} is deprecated" in r.stderr and f"use {new}" in r.stderr, r.stderr

@@ -74,8 +74,8 @@ def test_pt2_is_served_by_triton_with_the_engines_outputs(pt2_engines, tmp_path)
 
     engines = tmp_path / "engines"
     shutil.copytree(pt2_engines, engines, ignore=shutil.ignore_patterns("triton-repo"))
-    native = run_cli("repo", "--engines", str(engines), "--repo", str(tmp_path / "native"), "--backend", "native")
-    assert native.returncode != 0 and "no Triton backend runs pt2 natively" in native.stdout + native.stderr
+    platform = run_cli("repo", "--engines", str(engines), "--repo", str(tmp_path / "platform"), "--backend", "platform")
+    assert platform.returncode != 0 and "no Triton platform runs pt2" in platform.stdout + platform.stderr
     r = run_cli("repo", "--engines", str(engines), "--repo", str(tmp_path / "repo"))
     assert r.returncode == 0, r.stderr
     s = ServerSettings(repo=tmp_path / "repo", http_port=free_port(), grpc_port=free_port(),

@@ -81,9 +81,9 @@ def test_only_verified_engines_enter(engines, tmp_path):
     assert not (tmp_path / "repo" / "squeezenet1_1_onnx").exists()
 
 
-def test_native_variant_configs(engines, tmp_path):
+def test_platform_variant_configs(engines, tmp_path):
     repo = tmp_path / "repo"
-    write_repository(engines, repo, RepoOptions(backend="native", models=("resnet18",), queue_delay_us=500,
+    write_repository(engines, repo, RepoOptions(backend="platform", models=("resnet18",), queue_delay_us=500,
                                                 instances=2))
     onnx = (repo / "resnet18_onnx" / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in onnx and 'default_model_filename: "model.onnx"' in onnx
@@ -97,7 +97,7 @@ def test_native_variant_configs(engines, tmp_path):
     rec = load_manifest(engines).engines["resnet18_onnx"]
     trt = rec.model_copy(update={"format": "tensorrt", "precision": "fp16", "device": "cuda",
                                  "files": {"resnet18/tensorrt_fp16/model.plan": "0" * 64}})
-    cfg = render_config(trt, RepoOptions(backend="native"))
+    cfg = render_config(trt, RepoOptions(backend="platform"))
     assert 'name: "resnet18_tensorrt_fp16"' in cfg and 'platform: "tensorrt_plan"' in cfg
     assert 'default_model_filename: "model.plan"' in cfg and "kind: KIND_GPU" in cfg
     with pytest.raises(AgentError, match="GPU only"):
@@ -151,7 +151,7 @@ def test_repo_refuses_a_corrupt_engine_and_changes_nothing(cli, engines, tmp_pat
     files are fine (here: a new --instances would have rewritten squeezenet1_1_torchscript)."""
     from conftest import error_line
 
-    repos = {b: tmp_path / f"repo-{b}" for b in ("python", "native")}
+    repos = {b: tmp_path / f"repo-{b}" for b in ("python", "platform")}
     for backend, repo in repos.items():
         write_repository(engines, repo, RepoOptions(backend=backend, models=("squeezenet1_1",)))
     before = {b: _snapshot(r) for b, r in repos.items()}
@@ -163,7 +163,7 @@ def test_repo_refuses_a_corrupt_engine_and_changes_nothing(cli, engines, tmp_pat
     assert "engine squeezenet1_1_onnx" in line and rel in line and "sha256" in line, line
     assert "squeezenet1_1_torchscript" not in line  # only the bad engine is named
     with pytest.raises(AgentError, match=f"engine squeezenet1_1_onnx: {rel} does not match"):
-        write_repository(engines, repos["native"], RepoOptions(backend="native", models=("squeezenet1_1",),
+        write_repository(engines, repos["platform"], RepoOptions(backend="platform", models=("squeezenet1_1",),
                                                                instances=2))
     assert {b: _snapshot(r) for b, r in repos.items()} == before  # untouched, no .tmp-* left
     fresh = tmp_path / "fresh"
@@ -194,7 +194,7 @@ def test_repository_holds_copies_not_hard_links(engines, built_engines, tmp_path
 
     rel = _onnx_file(engines, "squeezenet1_1_onnx")
     digest = load_manifest(engines).engines["squeezenet1_1_onnx"].files[rel]
-    repos = {b: tmp_path / f"repo-{b}" for b in ("python", "native")}
+    repos = {b: tmp_path / f"repo-{b}" for b in ("python", "platform")}
     for backend, repo in repos.items():
         write_repository(engines, repo, RepoOptions(backend=backend, models=("squeezenet1_1",), formats=("onnx",)))
     src = engines / rel
@@ -234,17 +234,17 @@ class RecordingAPI:
         return None
 
 
-def test_serve_checks_a_native_model_before_triton_loads_it(engines, tmp_path, monkeypatch):
+def test_serve_checks_a_platform_model_before_triton_loads_it(engines, tmp_path, monkeypatch):
     """NATIVE variant, checked WITHOUT a server: the NGC image (onnxruntime_onnx /
     pytorch_libtorch / tensorrt_plan backends) is not available here, so this test runs
-    the check (server.check_model_files) on a native repository and server.sync_models
+    the check (server.check_model_files) on a platform repository and server.sync_models
     (what `agent serve start` and `agent serve reload` run) against a recording stand-in
     for Triton's API; the python variant runs on a real tritonserver in
     tests/test_triton_serving.py. Triton's native platforms load the file without any
     check: a model whose file no longer matches the sha256 recorded by `agent repo` must
     never be sent to Triton, and must be named, while the others load."""
     repo = tmp_path / "repo"
-    write_repository(engines, repo, RepoOptions(backend="native", models=("squeezenet1_1",)))
+    write_repository(engines, repo, RepoOptions(backend="platform", models=("squeezenet1_1",)))
     assert server.check_model_files(repo / "squeezenet1_1_onnx") is None
     assert server.check_model_files(repo / "squeezenet1_1_torchscript") is None
     _corrupt(repo / "squeezenet1_1_onnx" / "1" / "model.onnx")
@@ -292,10 +292,10 @@ def test_container_command_line(tmp_path):
     assert podman[5:7] == ["--device", "nvidia.com/gpu=all"] and "--gpus" not in podman
 
 
-def test_native_command_and_environment(tmp_path):
+def test_process_command_and_environment(tmp_path):
     s = server.ServerSettings(repo=tmp_path, http_port=9100, grpc_port=9101, metrics_port=9102,
                               state_dir=tmp_path / "state")
-    cmd, env = server.native_command(s)
+    cmd, env = server.process_command(s)
     b = server.bundled()
     assert cmd[0] == str(b.binary)
     for flag in ("--model-control-mode=explicit", "--exit-on-error=true", "--http-address=127.0.0.1",

@@ -1,4 +1,4 @@
-"""A real Triton (the tritonserver bundled in nvidia-pytriton, native runtime) on free
+"""A real Triton (the tritonserver bundled in nvidia-pytriton, process runtime) on free
 loopback ports, serving engines built by the agent through the python backend:
 readiness, a model that fails to load, results equal to the engines, bad requests,
 metrics, the served benchmark, reload of a changed model, a corrupted model refused by
@@ -245,8 +245,8 @@ def test_reload_refuses_a_corrupted_model_while_the_others_reload(node):
     """Python variant on the real server: a changed model whose engine file no longer
     matches the sha256 `agent repo` recorded is refused by name and never sent to Triton
     (the version loaded before keeps serving); the other changed model reloads. The
-    native variant (no NGC image here) is covered without a server in
-    tests/test_triton_repo.py::test_serve_checks_a_native_model_before_triton_loads_it."""
+    platform variant (no NGC image here) is covered without a server in
+    tests/test_triton_repo.py::test_serve_checks_a_platform_model_before_triton_loads_it."""
     from agent.triton.repo import RepoOptions, write_repository
 
     for name, model, fmt, instances in (("squeezenet1_1_torchscript", "squeezenet1_1", "torchscript", 2),

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from agent.ui import deprecated_alias, parse_csv
+from agent.ui import deprecated_alias, deprecated_value, parse_csv
 
 
 def build_engines(
@@ -23,7 +23,7 @@ def build_engines(
     workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="TensorRT workspace limit (MiB).")] = 2048,
     timeout: Annotated[float | None, typer.Option(help="Kill a model's build worker after this many seconds.")] = None,
     repo: Annotated[Path | None, typer.Option("--repo", help="Triton model repository to write from the verified engines (default: <engines>/triton-repo; see `agent repo`).")] = None,
-    triton_backend: Annotated[str, typer.Option("--triton-backend", help="Repository variant: auto (native with a GPU, else python), python or native.")] = "auto",
+    triton_backend: Annotated[str, typer.Option("--triton-backend", help="Repository variant: auto (platform with a GPU, else python), python or platform.")] = "auto",
     no_repo: Annotated[bool, typer.Option("--no-repo", help="Do not write the Triton model repository.")] = False,
     classifiers: Annotated[bool, typer.Option("--classifiers/--no-classifiers", help="Also write each model's image classifier ensemble into the repository (see `agent repo --classifiers`).")] = False,
     old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
@@ -32,8 +32,12 @@ def build_engines(
     from agent import registry
     from agent.build import BuildOptions, failures_error, print_summary, run_build
     from agent.errors import AgentError
+    from agent.triton.repo import BACKEND_ALIASES, BACKENDS
 
     out = deprecated_alias(engines, old_out, "--out", "--engines")
+    backend = deprecated_value(triton_backend, BACKEND_ALIASES, "--triton-backend")
+    if backend not in ("auto", *BACKENDS):
+        raise AgentError(f"unknown --triton-backend {backend!r}: use auto, python or platform")
     if all_models and parse_csv(models):
         raise AgentError("use either --models or --all, not both")
     names = registry.resolve(parse_csv(models), all_models)
@@ -45,10 +49,16 @@ def build_engines(
                         workspace_mb=workspace_mb, timeout_s=timeout)
     outcomes = run_build(opts)
     print_summary(outcomes)
-    if not no_repo:  # serving (issue 3): only verified engines enter the repository
-        from agent.commands.repo import write_repo_for_build
+    if not no_repo:  # serving: only verified engines enter the repository
+        from agent.triton.repo import write_build_repository
+        from agent.ui import console
 
-        write_repo_for_build(out, repo, triton_backend, classifiers=classifiers)
+        written = write_build_repository(out, repo, backend, classifiers=classifiers)
+        if written is not None:
+            report, backend = written
+            skipped = f", skipped {', '.join(sorted(report.skipped))}" if report.skipped else ""
+            console.print(f"Triton repository {report.repo} ({backend} backend): {len(report.models)} model(s)"
+                          f" — written {len(report.written)}, unchanged {len(report.unchanged)}{skipped}")
     err = failures_error(outcomes)
     if err:
         raise err

@@ -1,6 +1,6 @@
 """``agent serve start|stop|status|reload``: run Triton on this node.
 
-``--runtime native`` runs a tritonserver binary (default: the one bundled in
+``--runtime process`` runs a tritonserver binary (default: the one bundled in
 nvidia-pytriton, CPU + python backend) as a background process with pid and
 log files under ``--state-dir``; ``--runtime container`` runs the NGC image
 with Docker or Podman and all GPUs. ``--foreground`` execs the server instead
@@ -42,27 +42,26 @@ def _settings(repo: Path, state_dir: Path | None, **kw):
 @app.command("start")
 def start(
     repo: RepoOpt = DEFAULT_REPO,
-    runtime: Annotated[str, typer.Option(help="native (tritonserver process) or container (NGC image, GPU nodes).")] = "native",
+    runtime: Annotated[str, typer.Option(help="process (a tritonserver binary; default: the one bundled in nvidia-pytriton) or container (NGC image, GPU nodes).")] = "process",
     bind: Annotated[str, typer.Option(help="Address the HTTP, gRPC and metrics ports bind to.")] = "127.0.0.1",
     http_port: Annotated[int, typer.Option("--http-port")] = 8000,
     grpc_port: Annotated[int, typer.Option("--grpc-port")] = 8001,
     metrics_port: Annotated[int, typer.Option("--metrics-port")] = 8002,
     state_dir: StateOpt = None,
-    tritonserver: Annotated[Path | None, typer.Option(help="native: tritonserver binary (default: bundled in nvidia-pytriton).")] = None,
-    backend_dir: Annotated[Path | None, typer.Option("--backend-directory", help="native: Triton backends directory.")] = None,
-    image: Annotated[str | None, typer.Option(help="container: image (default nvcr.io/nvidia/tritonserver:24.10-py3).")] = None,
+    tritonserver: Annotated[Path | None, typer.Option(help="process: tritonserver binary (default: bundled in nvidia-pytriton).")] = None,
+    backend_dir: Annotated[Path | None, typer.Option("--backend-directory", help="process: Triton backends directory.")] = None,
+    image: Annotated[str | None, typer.Option(help="container: image (default: NGC tritonserver of the pinned release, agent.triton.server.DEFAULT_IMAGE).")] = None,
     engine: Annotated[str | None, typer.Option(help="container: docker or podman (default: whichever is installed).")] = None,
     container_name: Annotated[str, typer.Option("--container-name")] = "inferfleet-triton",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to be ready.")] = 120.0,
     foreground: Annotated[bool, typer.Option("--foreground", help="exec the server in the foreground (systemd): no pid file.")] = False,
 ) -> None:
     """Start Triton, wait until it and every model are ready."""
-    from agent.triton.server import DEFAULT_IMAGE, exec_foreground
+    from agent.triton.server import DEFAULT_IMAGE, RUNTIME_ALIASES, exec_foreground, runtime_name
     from agent.triton.server import start as start_server
-    from agent.ui import console, console_err
+    from agent.ui import console, console_err, deprecated_value
 
-    if runtime not in ("native", "container"):
-        raise AgentError(f"unknown --runtime {runtime!r}: use native or container")
+    runtime = runtime_name(deprecated_value(runtime, RUNTIME_ALIASES, "--runtime"))
     if timeout <= 0:
         raise AgentError("--timeout must be > 0")
     s = _settings(repo, state_dir, runtime=runtime, bind=bind, http_port=http_port, grpc_port=grpc_port,

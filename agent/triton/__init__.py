@@ -1,3 +1,3 @@
 """Serving with Triton: the model repository writer (``repo``), the server
-runtimes (``server``: native process or NGC container), the HTTP API client
+runtimes (``server``: a tritonserver process or the NGC container), the HTTP API client
 (``api``) and the python-backend model (``python_model``)."""

@@ -8,8 +8,8 @@ One model per verified engine, named like the engine (``<model>_<format>[_<preci
 
 Two variants (``backend``):
 
-* ``native`` — the GPU-node repository for the NGC image: platform
-  ``onnxruntime_onnx`` / ``pytorch_libtorch`` / ``tensorrt_plan``, KIND_GPU.
+* ``platform`` — the GPU-node repository for the NGC image: Triton's own backends
+  (platform ``onnxruntime_onnx`` / ``pytorch_libtorch`` / ``tensorrt_plan``), KIND_GPU.
 * ``python`` — for the CPU-only ``tritonserver`` bundled in nvidia-pytriton
   (python backend only): ``1/model.py`` (agent/triton/python_model.py) runs
   the same engine file through ``agent.runtimes`` on the CPU, KIND_CPU.
@@ -50,13 +50,14 @@ TRITON_DTYPES = {
     "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
     "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
 }
-BACKENDS = ("python", "native")
+BACKENDS = ("python", "platform")
+BACKEND_ALIASES = {"native": "platform"}  # its name before 0.2 (the CLI warns)
 
 
 @dataclass(frozen=True)
 class RepoOptions:
-    backend: str = "python"  # python | native
-    kind: str = "auto"  # auto | gpu | cpu (auto: GPU for native, CPU for python)
+    backend: str = "python"  # python | platform
+    kind: str = "auto"  # auto | gpu | cpu (auto: GPU for platform, CPU for python)
     instances: int = 1
     dynamic_batching: bool = True
     queue_delay_us: int = 100
@@ -64,6 +65,9 @@ class RepoOptions:
     models: tuple[str, ...] = ()  # only these models (default: all)
     formats: tuple[str, ...] = ()  # only these formats (default: all)
     classifiers: bool = False  # image classification ensembles (agent/triton/classifier.py)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backend", BACKEND_ALIASES.get(self.backend, self.backend))
 
 
 @dataclass
@@ -100,15 +104,15 @@ def _tensor(t, batched: bool) -> dict:
     return {"name": t.name, "data_type": TRITON_DTYPES[t.dtype], "dims": dims}
 
 
-def python_files(record: EngineRecord) -> dict[str, str]:
+def engine_files(record: EngineRecord) -> dict[str, str]:
     """The engine's files by their name inside the version directory."""
     return {Path(rel).name: sha for rel, sha in record.files.items()}
 
 
 def render_config(record: EngineRecord, opts: RepoOptions) -> str:
     if opts.backend not in BACKENDS:
-        raise AgentError(f"unknown backend {opts.backend!r}: use python or native")
-    kind = opts.kind if opts.kind != "auto" else ("gpu" if opts.backend == "native" else "cpu")
+        raise AgentError(f"unknown backend {opts.backend!r}: use python or platform")
+    kind = opts.kind if opts.kind != "auto" else ("gpu" if opts.backend == "platform" else "cpu")
     if record.format == "tensorrt" and kind != "gpu":
         raise AgentError(f"{record.name}: TensorRT engines run on the GPU only (--kind gpu)")
     batched = record.max_batch > 0
@@ -121,7 +125,7 @@ def render_config(record: EngineRecord, opts: RepoOptions) -> str:
         model_name=record.name,
         engine=record,
         backend=opts.backend,
-        platform=PLATFORMS.get(record.format, ""),  # native only; the python backend runs any format
+        platform=PLATFORMS.get(record.format, ""),  # platform only; the python backend runs any format
         model_filename=FILENAMES[record.format],
         max_batch_size=record.max_batch if batched else 0,
         inputs=[_tensor(t, batched) for t in record.inputs],
@@ -145,14 +149,14 @@ def _python_model_source() -> Path:
 
 
 def _engine_json(record: EngineRecord) -> str:
-    flat = record.model_copy(update={"files": python_files(record), "device": "cpu"})
+    flat = record.model_copy(update={"files": engine_files(record), "device": "cpu"})
     return flat.model_dump_json(indent=2) + "\n"
 
 
 def repo_files(record: EngineRecord, opts: RepoOptions) -> dict[str, str]:
     """Every file of the model's version directory (``1/<name>``) -> sha256: what
     ``agent serve`` checks before it asks Triton to load the model."""
-    files = {f"{VERSION}/{name}": sha for name, sha in python_files(record).items()}
+    files = {f"{VERSION}/{name}": sha for name, sha in engine_files(record).items()}
     if opts.backend == "python":
         files[f"{VERSION}/engine.json"] = hashlib.sha256(_engine_json(record).encode()).hexdigest()
         files[f"{VERSION}/model.py"] = sha256_file(_python_model_source())
@@ -219,7 +223,7 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
     alone."""
     opts = opts or RepoOptions()
     if opts.backend not in BACKENDS:
-        raise AgentError(f"unknown --backend {opts.backend!r}: use python or native")
+        raise AgentError(f"unknown --backend {opts.backend!r}: use python or platform")
     if opts.kind not in ("auto", "gpu", "cpu"):
         raise AgentError(f"unknown --kind {opts.kind!r}: use auto, gpu or cpu")
     if opts.instances < 1 or opts.queue_delay_us < 0:
@@ -248,10 +252,10 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
             skipped[record.name] = f"verification did not pass ({why})" if record.verification else why
             continue
         if opts.backend == "python" and record.format == "tensorrt":
-            skipped[record.name] = "TensorRT engines have no python-backend variant (use --backend native)"
+            skipped[record.name] = "TensorRT engines have no python-backend variant (use --backend platform)"
             continue
-        if opts.backend == "native" and record.format not in PLATFORMS:
-            skipped[record.name] = f"no Triton backend runs {record.format} natively (use --backend python)"
+        if opts.backend == "platform" and record.format not in PLATFORMS:
+            skipped[record.name] = f"no Triton platform runs {record.format} (use --backend python)"
             continue
         problem = _check_files(engines_dir, record)
         if problem:
@@ -261,7 +265,7 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
         if problem:
             corrupt.append(f"engine {record.name}: {problem}")
             continue
-        if opts.backend == "native" and not any(Path(rel).name == FILENAMES[record.format]
+        if opts.backend == "platform" and not any(Path(rel).name == FILENAMES[record.format]
                                                 for rel in record.files):
             raise AgentError(f"{record.name}: the manifest lists no {FILENAMES[record.format]}")
         marker = {
@@ -304,3 +308,22 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
             shutil.rmtree(d)
             report.removed.append(d.name)
     return report
+
+
+def default_repo(engines: Path) -> Path:
+    """The repository ``agent repo`` and ``agent build-engines`` write by default."""
+    return Path(engines) / "triton-repo"
+
+
+def write_build_repository(engines: Path, repo_dir: Path | None, backend: str = "auto",
+                           classifiers: bool = False) -> tuple[RepoReport, str] | None:
+    """The repository step of ``agent build-engines``: (report, backend used), or None when
+    nothing was built. ``auto``: the ``platform`` repository on a GPU node, else ``python``."""
+    if backend == "auto":
+        from agent.facts import gpu_facts  # not torch: a no-op build must not pay its import
+
+        backend = "platform" if gpu_facts() else "python"
+    if not manifest_path(engines).is_file():
+        return None
+    opts = RepoOptions(backend=backend, classifiers=classifiers)
+    return write_repository(engines, repo_dir or default_repo(engines), opts), opts.backend
