@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--queue-delays", default="off,0,2000,8000")
     ap.add_argument("--concurrency", default="1,2,4,8,16")
     ap.add_argument("--duration", type=float, default=1.5, help="seconds per window")
-    ap.add_argument("--rounds", type=int, default=4, help="interleaved rounds (each: default, tuned or reversed)")
+    ap.add_argument("--rounds", type=int, default=6, help="interleaved rounds (each: default, tuned or reversed)")
     args = ap.parse_args()
 
     from agent.bench.measure import paired_ratio
@@ -75,7 +75,8 @@ def main() -> None:
                 max_batch_size=tuple(parse_ints(args.max_batch, "--max-batch")),
                 queue_delay_us=_delays(args.queue_delays), concurrency=tuple(parse_ints(args.concurrency, "--concurrency")))
     bench = BenchOptions(models=[MODEL], formats=["onnx"], batch_sizes=[1], engines_dir=engines, url=url,
-                         warmup=3, window_seconds=args.duration, max_windows=5, stability_pct=10.0)
+                         warmup=3, window_seconds=args.duration, max_windows=5, stability_pct=10.0,
+                         metrics_url=f"127.0.0.1:{s.metrics_port}")
     opts = TuneOptions(bench=bench, grid=grid, p99_budget_ms=args.budget_ms, search=args.search, repo=repo)
     config = load_config()
     console.print(f"load average at start: {load()}")
@@ -94,7 +95,10 @@ def main() -> None:
         tuned, default = mo.outcome.chosen, mo.default_best
         console.print(f"search: {mo.outcome.search}, {len(mo.outcome.points)} points, budget p99 <= {args.budget_ms:g} ms")
         if tuned is None or default is None:
-            console.print(f"nothing to compare: tuned {tuned}, default {default} (no point within the budget)")
+            def show(p) -> str:  # noqa: ANN001
+                return "no point within the budget" if p is None else f"{p.config.label()}, {p.throughput_ips:.1f} inf/s"
+
+            console.print(f"nothing to compare: tuned: {show(tuned)}; default: {show(default)} (load {load()})")
             return
         console.print(f"default: {default.config.label()} at concurrency {default.concurrency}: "
                       f"{default.throughput_ips:.1f} inf/s, p99 {default.p99_ms:.1f} ms")

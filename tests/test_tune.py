@@ -276,7 +276,7 @@ def test_tune_against_a_real_tritonserver(built_engines, tmp_path):
         r = run_cli("tune", "--models", "squeezenet1_1", "--formats", "onnx", "--engines", str(engines),
                     "--repo", str(repo), "--url", url, "--p99-budget-ms", "5000", "--search", "brute",
                     "--instances", "1", "--max-batch", "1,4", "--queue-delays", "off,0", "--concurrency", "2",
-                    "--warmup", "1", "--duration", "0.3", "--max-windows", "3", "--json", str(out),
+                    "--warmup", "1", "--duration", "0.3", "--max-windows", "3", "--json-file", str(out),
                     env=env, timeout=600)
         assert r.returncode == 0, r.stdout + r.stderr
         doc = json.loads(out.read_text())

@@ -50,7 +50,7 @@ def tune(
     duration: Annotated[float, typer.Option(help="Seconds per measurement window.")] = 1.0,
     stability: Annotated[float, typer.Option(help="Windows are stable when throughput is within this percent.")] = 10.0,
     max_windows: Annotated[int, typer.Option(help="Windows per point at most.")] = 6,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result document here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json-file", "--json", help="Write the result document here.")] = None,
     push: Annotated[bool, typer.Option("--push", help="Push the results to the collector after the run.")] = False,
     collector: Annotated[str | None, typer.Option(help="Collector URL (default: agent config).")] = None,
     token_env: Annotated[str | None, typer.Option("--token-env", help="Environment variable holding the collector token.")] = None,
