@@ -137,6 +137,30 @@ def measure(collector, size: str, seconds: float, round_no: int, pg_pid: int | N
                 sum(c for _, _, c in got) * per_doc)
 
 
+def phases(url: str, size: str, count: int) -> dict[str, float]:
+    """CPU ms per document of the collector's own two steps, in this process, without
+    HTTP: parse + validate (agent.collector.app.parse_document) and store
+    (agent.collector.ingest.ingest); the rest of the server's CPU in the HTTP runs is
+    uvicorn, the framework and the threadpool hand-off."""
+    from agent.collector.app import parse_document
+    from agent.collector.db import make_engine, migrate
+    from agent.collector.ingest import ingest
+
+    engine = make_engine(url)
+    migrate(engine)
+    bodies = _bodies(size, 99, count + 1, f"phases-{size}")
+    ingest(engine, parse_document(bodies.pop()))  # connection and statements warm
+    t = time.process_time()
+    docs = [parse_document(b) for b in bodies]
+    parse = time.process_time() - t
+    t = time.process_time()
+    for d in docs:
+        ingest(engine, d)
+    store = time.process_time() - t
+    engine.dispose()
+    return {"parse": 1000 * parse / count, "store": 1000 * store / count}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=2)
@@ -144,6 +168,7 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--only", choices=("sqlite", "postgres"), help="one database only")
     ap.add_argument("--sizes", default=",".join(SIZES), help="small,large")
+    ap.add_argument("--no-phases", action="store_true", help="skip the in-process parse/store CPU split")
     args = ap.parse_args()
 
     from collector_support import Collector, new_postgres_db
@@ -176,6 +201,16 @@ def main() -> int:
                     print(f"round {r + 1} {size:5} {name:20} {x.docs:6.0f} docs/s {x.results:7.0f} results/s  "
                           f"CPU ms/doc: server {x.server_ms:5.2f} db {x.db_ms:5.2f} pushers {x.pushers_ms:5.2f}"
                           f"  load {os.getloadavg()[0]:.1f}", flush=True)
+        split: dict[tuple[str, str], dict[str, float]] = {}
+        if not args.no_phases:
+            for c in configs.values():
+                c.stop()
+            dbs = {"sqlite": f"sqlite:///{tmp / 'phases.db'}"} if args.only != "postgres" else {}
+            if pg_url:
+                dbs["postgres"] = new_postgres_db(pg_url)
+            for db, url in dbs.items():
+                for size in sizes:
+                    split[(db, size)] = phases(url, size, {"small": 400, "large": 40}[size])
     finally:
         for c in configs.values():
             c.stop()
@@ -186,9 +221,18 @@ def main() -> int:
           f"rounds, {os.cpu_count()} cores, load average {load[0]:.1f} {load[1]:.1f} {load[2]:.1f}")
     print(f"{'configuration':22} {'size':6} {'docs/s':>7} {'results/s':>10}   CPU ms per document: "
           "server   db  pushers")
+    cores = os.cpu_count() or 1
     for (name, size), xs in rates.items():
         med = [statistics.median(getattr(x, f) for x in xs) for f in Rate._fields]
-        print(f"{name:22} {size:6} {med[0]:7.0f} {med[1]:10.0f}   {'':21}{med[2]:6.2f} {med[3]:5.2f} {med[4]:7.2f}")
+        ceiling = 1000 * cores / (med[2] + med[3] + med[4])
+        print(f"{name:22} {size:6} {med[0]:7.0f} {med[1]:10.0f}   {'':21}{med[2]:6.2f} {med[3]:5.2f} {med[4]:7.2f}"
+              f"   CPU-bound ceiling {ceiling:5.0f} docs/s")
+    print(f"(ceiling: {cores} cores x 1000 ms / the CPU ms of one document in all three — what the "
+          "machine allows with nothing else running)")
+    if split:
+        print("\nserver CPU ms per document by step, in-process (no HTTP):")
+        for (db, size), ms in split.items():
+            print(f"  {db:8} {size:6} parse + validate {ms['parse']:6.2f}   store {ms['store']:6.2f}")
     return 0
 
 
