@@ -277,3 +277,83 @@ def test_several_workers_store_each_document_exactly_once(postgres_server, tmp_p
         assert m[("inferfleet_collector_documents_total", (("outcome", "duplicate"), ("status", "200")))] == 42
     finally:
         c.stop()
+
+
+def _bracket_walk(body: bytes) -> int:
+    """The reference depth: strings skipped, every bracket counted, one at a time."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in body:
+        if in_string:
+            escaped, in_string = (not escaped and ch == 0x5C), in_string and (escaped or ch != 0x22)
+        elif ch == 0x22:
+            in_string = True
+        elif ch in b"[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in b"]}":
+            depth -= 1
+    return deepest
+
+
+@pytest.mark.parametrize("body", [
+    b"{}", b"[[[]]]", b'{"a": [1, {"b": "[[[["}]}', b'{"a\\"[": [[]]}', b'["\\\\", [[]]]',
+    b'["\\n\\"[", [[]]]', b'[["]", [[]], "["]]', b"[" * 40 + b"]" * 40, b'{"k": "]]]]}}}}"}',
+])
+def test_json_depth_counts_like_a_bracket_walk(body):
+    from agent.collector.app import json_depth
+
+    assert json_depth(body) == _bracket_walk(body)
+
+
+def test_a_document_parses_as_the_standard_library_parses_it(monkeypatch):
+    """orjson first, the standard library for what orjson refuses: same documents, same answers."""
+    from fastapi import HTTPException
+
+    import agent.collector.app as app_module
+
+    good = make_document(make_node(3), doc_id="same").model_dump_json()
+    bodies = [good.encode(), good.encode("utf-16"), good.replace('"same"', '"s\\ud800"').encode(),
+              b'{"schema_version": "1.1", "x": NaN}', good.replace('"same"', '"' + "9" * 30 + '"').encode(),
+              good[:-1].encode(), b'{"schema_version": "1.1", "id": Infinity}']
+
+    def outcome(body: bytes):  # noqa: ANN202
+        try:
+            return app_module.parse_document(body).model_dump()
+        except HTTPException as e:
+            return e.status_code, e.detail
+
+    fast = [outcome(b) for b in bodies]
+    monkeypatch.setattr(app_module, "_loads", lambda b: json.loads(b, parse_constant=app_module._no_constants))
+    assert fast == [outcome(b) for b in bodies]
+    assert fast[0]["id"] == "same" and fast[5][0] == 400
+    assert fast[3][0] == 422 and "invalid JSON value" in fast[3][1]
+
+
+def test_bulk_insert_stores_what_sqlalchemy_stores(db_url):
+    """A document's results through the driver (COPY / executemany) read back exactly as
+    SQLAlchemy's own insert of the same rows: times, booleans, NULLs, scenario columns."""
+    from sqlalchemy import insert, select
+
+    from agent.collector import ingest as ing
+    from agent.collector.db import make_engine, migrate
+    from agent.collector.tables import results
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    doc = make_document(make_node(1), doc_id="driver", scenarios=("offline", "server"), stability=True)
+    assert ing.ingest(engine, doc) and not ing.ingest(engine, doc)
+    twin = doc.model_copy(update={"id": "sqlalchemy"})
+    with engine.begin() as conn:
+        conn.execute(ing._statement(conn, "run"), ing.run_row(twin, ing.to_utc_naive(datetime.now(UTC))))
+        conn.execute(insert(results), ing.result_rows(twin))
+    cols = [c for c in results.c if c.name not in ("id", "run_id")]
+    with engine.connect() as conn:
+        stored = {run: [tuple(r) for r in conn.execute(
+            select(*cols).where(results.c.run_id == run).order_by(results.c.id))] for run in ("driver", "sqlalchemy")}
+        if engine.dialect.name == "sqlite":  # the same text in the file, not only the same values read back
+            raw = conn.exec_driver_sql("SELECT DISTINCT created_at, typeof(stable) FROM results").all()
+            assert len(raw) == 1, raw
+    engine.dispose()
+    assert len(stored["driver"]) == len(doc.results) and stored["driver"] == stored["sqlalchemy"]
+    assert any(r[cols.index(results.c.scenario)] == "offline" for r in stored["driver"])
