@@ -85,7 +85,7 @@ def main() -> None:
         if started.report.failed:
             raise started.report.error()
 
-        def on_point(p) -> None:  # noqa: ANN001
+        def on_point(p) -> None:
             console.print(f"  {p.config.label()}, concurrency {p.concurrency}: {p.throughput_ips:.1f} inf/s, "
                           f"p99 {p.p99_ms:.1f} ms  (load {load()})")
 
@@ -95,7 +95,7 @@ def main() -> None:
         tuned, default = mo.outcome.chosen, mo.default_best
         console.print(f"search: {mo.outcome.search}, {len(mo.outcome.points)} points, budget p99 <= {args.budget_ms:g} ms")
         if tuned is None or default is None:
-            def show(p) -> str:  # noqa: ANN001
+            def show(p) -> str:
                 return "no point within the budget" if p is None else f"{p.config.label()}, {p.throughput_ips:.1f} inf/s"
 
             console.print(f"nothing to compare: tuned: {show(tuned)}; default: {show(default)} (load {load()})")

@@ -21,8 +21,8 @@ from pydantic import ValidationError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from agent.schema import BenchResult, ResultDocument, TuningPoint  # noqa: E402
-from agent.tune.search import Config, Grid, Point, Search  # noqa: E402
+from agent.schema import BenchResult, ResultDocument, TuningPoint
+from agent.tune.search import Config, Grid, Point, Search
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -235,7 +235,7 @@ def check_tuned_repository(model_dir: Path, doc: dict) -> dict:
     text = (Path(model_dir) / "config.pbtxt").read_text()
     assert text.startswith(f"# Tuned by `agent tune --search {t['search']}"), text[:200]
     assert f"p99 budget of {t['p99_budget_ms']:g} ms" in text
-    assert re.search(rf"^max_batch_size: {t['max_batch_size']}$", text, re.M)
+    assert re.search(rf"^max_batch_size: {t['max_batch_size']}$", text, re.MULTILINE)
     assert re.search(rf"instance_group {{\s+count: {t['instances']}\s", text)
     assert ("dynamic_batching {" in text) == t["dynamic_batching"]
     if t["dynamic_batching"]:
@@ -252,9 +252,9 @@ def test_tune_against_a_real_tritonserver(built_engines, tmp_path):
     points, one chosen within the (generous) budget, written back, served after reload."""
     import httpx
     import psutil
+    from conftest import run_cli
 
     from agent.triton.server import free_port
-    from conftest import run_cli
 
     engines = tmp_path / "engines"
     shutil.copytree(built_engines, engines, ignore=shutil.ignore_patterns("triton-repo"))

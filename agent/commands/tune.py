@@ -104,12 +104,12 @@ def tune(
         push_spool(config, collector_url=collector, token_env=token_env)
 
 
-def _run(opts, config):  # noqa: ANN001, ANN202
+def _run(opts, config):
     from agent.tune.triton import run_tune
     from agent.ui import console_err
 
     with console_err.status("tuning ...") as status:
-        def on_point(p) -> None:  # noqa: ANN001
+        def on_point(p) -> None:
             status.update(f"{p.extra.triton_model}: {p.config.label()}, concurrency {p.concurrency}: "
                           f"{p.throughput_ips:.1f} inf/s, p99 {p.p99_ms:.1f} ms")
             console_err.print(f"  {p.extra.triton_model}: {p.config.label()}, concurrency {p.concurrency}: "
@@ -118,7 +118,7 @@ def _run(opts, config):  # noqa: ANN001, ANN202
         return run_tune(opts, config, on_point)
 
 
-def _print(outcomes, opts) -> None:  # noqa: ANN001
+def _print(outcomes, opts) -> None:
     from agent.ui import console
 
     for mo in outcomes:

@@ -96,7 +96,7 @@ def label(t: dict) -> str:
     return f"{t['instances']} inst, max batch {t['max_batch_size']}, dyn batching {db}{pref}"
 
 
-def tuning_tables(conn, since: datetime | None = None) -> TuningTables:  # noqa: ANN001
+def tuning_tables(conn, since: datetime | None = None) -> TuningTables:
     params = {}
     where = ""
     if since is not None:
@@ -105,7 +105,7 @@ def tuning_tables(conn, since: datetime | None = None) -> TuningTables:  # noqa:
     runs: dict[tuple, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     newest: dict[tuple, tuple] = {}
     for row in conn.execute(text(TUNING_SQL.format(where=where)), params):
-        node, gpu, price, model, backend, prec, bs, conc, ips, p99, tuning, chosen, rid, eff = row
+        node, model, backend, prec, bs, rid, eff = row[0], row[3], row[4], row[5], row[6], row[12], row[13]
         key = (node, model, backend, prec, bs)
         runs[key][rid].append(row)
         if key not in newest or (eff, rid) > newest[key]:
@@ -186,8 +186,8 @@ def figure(model: str, nodes: list[NodeTuning]) -> str | None:
         return top + h - v / (ys[-1] or 1.0) * h
 
     title = f"{model} — agent tune: throughput against p99 of every configuration tried"
-    out = [f'<svg class="figure" role="img" width="900" height="{top + h + 50:.0f}" '
-           f'viewBox="0 0 900 {top + h + 50:.0f}" font-family="sans-serif" font-size="10">',
+    out = [(f'<svg class="figure" role="img" width="900" height="{top + h + 50:.0f}" '
+            f'viewBox="0 0 900 {top + h + 50:.0f}" font-family="sans-serif" font-size="10">'),
            f'<title>{escape(title)}</title>',
            f'<text x="{left + w / 2}" y="16" text-anchor="middle" font-size="12">{escape(title)}</text>',
            f'<rect x="{left}" y="{top}" width="{w}" height="{h}" fill="none" stroke="#888"/>']

@@ -18,6 +18,7 @@ changed file on any later run. Every measured point is a result (schema 1.2,
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import sys
@@ -74,7 +75,7 @@ def tuning_point(c: Config, search: str, opts: TuneOptions, within: bool, chosen
 class ModelTuner:
     """Loads and measures the configurations of one served model."""
 
-    def __init__(self, api, client, served, opts: TuneOptions, sources, on_point=None) -> None:  # noqa: ANN001
+    def __init__(self, api, client, served, opts: TuneOptions, sources, on_point=None) -> None:
         self.api, self.client, self.served, self.opts, self.sources = api, client, served, opts, sources
         self.base = api.model_config(served.name)
         self.loaded: Config | None = None
@@ -91,11 +92,17 @@ class ModelTuner:
         self.loaded = c
 
     def measure(self, c: Config, concurrency: int) -> Point:
-        from agent.bench.served import LoadGenerator, _stats, client_breakdown, window_breakdown, window_telemetry
+        from agent.bench.served import (
+            LoadGenerator,
+            _stats,
+            client_breakdown,
+            window_breakdown,
+            window_telemetry,
+        )
 
         self.load(c)
         b, s = self.opts.bench, self.served
-        stats = lambda: _stats(self.client, b.protocol, s.name)  # noqa: E731
+        stats = lambda: _stats(self.client, b.protocol, s.name)
         with LoadGenerator(b.url, b.protocol, s, self.opts.batch_size, concurrency, stats=stats,
                            telemetry=lambda: self.sources.recorders(s)) as load:
             load.wait_for(max(b.warmup, 1) * concurrency)
@@ -159,7 +166,7 @@ def results_of(mo: ModelOutcome, opts: TuneOptions) -> list[BenchResult]:
     return out
 
 
-def tuned_config_text(record, backend: str, c: Config, note: str) -> str:  # noqa: ANN001 - EngineRecord
+def tuned_config_text(record, backend: str, c: Config, note: str) -> str:
     """config.pbtxt of ``c``, rendered as ``agent repo`` renders it, with ``note`` on top."""
     from agent.triton.repo import RepoOptions, render_config
 
@@ -169,7 +176,7 @@ def tuned_config_text(record, backend: str, c: Config, note: str) -> str:  # noq
     return "".join(f"# {line}\n" for line in note.splitlines()) + text
 
 
-def write_back(repo: Path, mo: ModelOutcome, record, opts: TuneOptions) -> Path:  # noqa: ANN001
+def write_back(repo: Path, mo: ModelOutcome, record, opts: TuneOptions) -> Path:
     from agent.fsutil import atomic_write_text
     from agent.triton.repo import MARKER
 
@@ -193,7 +200,7 @@ def write_back(repo: Path, mo: ModelOutcome, record, opts: TuneOptions) -> Path:
     return path
 
 
-def run_tune(opts: TuneOptions, config: AgentConfig, on_point=None) -> tuple[ResultDocument, list[ModelOutcome]]:  # noqa: ANN001
+def run_tune(opts: TuneOptions, config: AgentConfig, on_point=None) -> tuple[ResultDocument, list[ModelOutcome]]:
     from agent.bench.served import _call, _client, _served_models, check_served, telemetry_sources
     from agent.facts import node_facts
     from agent.triton.api import TritonAPI
@@ -223,10 +230,8 @@ def run_tune(opts: TuneOptions, config: AgentConfig, on_point=None) -> tuple[Res
             results += results_of(mo, opts)
     finally:
         api.close()
-        try:
+        with contextlib.suppress(Exception):  # closing only
             client.close()
-        except Exception:
-            pass
     doc = ResultDocument(
         target="triton", node=node,
         settings=BenchSettings(warmup=b.warmup, window_seconds=None if b.iterations else b.window_seconds,
