@@ -29,9 +29,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import registry
+from agent.defaults import MAX_BATCH
 from agent.errors import AgentError
-from agent.exporters import (DEFAULT_FORMATS, DEFAULT_OPSET, EXPORTER_VERSIONS, FORMATS,
-                             ONNX_EXPORTERS, PRECISIONS, check_supported)
+from agent.exporters import (
+    DEFAULT_FORMATS,
+    DEFAULT_OPSET,
+    EXPORTER_VERSIONS,
+    FORMATS,
+    ONNX_EXPORTERS,
+    PRECISIONS,
+    check_supported,
+)
 from agent.fsutil import ensure_writable_dir, remove_stale_temporaries
 from agent.manifest import build_key, engine_name, load_manifest, save_manifest
 from agent.runtimes import check_files
@@ -56,7 +64,7 @@ class BuildOptions:
     out: Path
     formats: list[str] = field(default_factory=lambda: list(DEFAULT_FORMATS))
     precisions: list[str] = field(default_factory=lambda: ["fp32"])
-    max_batch: int = 8
+    max_batch: int = MAX_BATCH
     pretrained: bool = False
     opset: int = DEFAULT_OPSET
     onnx_exporter: str = "legacy"
@@ -314,9 +322,8 @@ def run_build(opts: BuildOptions, show: bool = True) -> list[Outcome]:
 
 
 def print_summary(outcomes: list[Outcome]) -> None:
-    from rich.table import Table
-
     from rich.console import Console
+    from rich.table import Table
 
     from agent.ui import console
 

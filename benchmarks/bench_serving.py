@@ -105,13 +105,8 @@ def perf_analyzer(pa_venv: Path, env: dict, url: str, protocol: str, concurrency
 def agent_measure(url: str, protocol: str, served, concurrency: int, duration: float) -> dict:
     """The agent's closed loop (agent.bench.served) for exactly 3 windows."""
     from agent.bench.measure import STABLE_WINDOWS, measure_until_stable
-    from agent.bench.served import (
-        LoadGenerator,
-        _client,
-        _stats,
-        client_breakdown,
-        window_breakdown,
-    )
+    from agent.bench.served import LoadGenerator, _stats, client_breakdown, window_breakdown
+    from agent.triton.client import connect
 
     windows = []
 
@@ -119,7 +114,7 @@ def agent_measure(url: str, protocol: str, served, concurrency: int, duration: f
         windows.append(gen.window(duration, None))
         return windows[-1]
 
-    client = _client(url, protocol)
+    client = connect(url, protocol)
     try:
         with LoadGenerator(url, protocol, served, 1, concurrency,
                            stats=lambda: _stats(client, protocol, served.record.name)) as gen:
@@ -255,12 +250,13 @@ class InProcess:
 
 def served_vs_inprocess(args, engines: Path, url: str, served) -> tuple[Table, dict]:
     from agent.bench.measure import paired_ratio
-    from agent.bench.served import LoadGenerator, _client, _stats, window_breakdown
+    from agent.bench.served import LoadGenerator, _stats, window_breakdown
+    from agent.triton.client import connect
 
     rec = served.record
     workers = [InProcess(engines, False, args.duration), InProcess(engines, True, args.duration)]
     windows = {"in-process (runtime default)": workers[0], "in-process (served ORT settings)": workers[1]}
-    client = _client(url, "http")
+    client = connect(url, "http")
     server_ms: dict[str, list[float]] = {}  # Triton's compute time per request, per window
 
     def served_window(conc: int, name: str):
@@ -332,7 +328,8 @@ def main() -> int:
     args.protocols = [p for p in args.protocols.split(",") if p]
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
 
-    from agent.bench.served import _client, _served_models
+    from agent.bench.served import _served_models
+    from agent.triton.client import connect
     from agent.build import BuildOptions, failures_error, run_build
     from agent.triton.repo import RepoOptions, write_repository
     from agent.triton.server import ServerSettings, free_port, start, stop
@@ -355,7 +352,7 @@ def main() -> int:
             raise started.report.error()
         served = {}
         for protocol in ("http", *args.protocols):
-            client = _client(urls[protocol], protocol)
+            client = connect(urls[protocol], protocol)
             opts = BenchOptions(models=[MODEL], formats=["onnx"], batch_sizes=[1], engines_dir=engines,
                                 url=urls[protocol], protocol=protocol)
             served[protocol] = _served_models(client, protocol, opts)[0]

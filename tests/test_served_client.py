@@ -97,11 +97,12 @@ def test_grpc_client_recv_measured_send_not(server):
 def test_server_request_count_equals_the_clients(server):
     """A span that starts and ends with nothing in flight: Triton's success count moves by
     exactly the client's count (and per window, within the requests in flight at its edges)."""
-    from agent.bench.served import LoadGenerator, _client, _served_models, _stats, breakdown
+    from agent.bench.served import LoadGenerator, _served_models, _stats, breakdown
+    from agent.triton.client import connect
 
     s, engines = server
     url = f"127.0.0.1:{s.http_port}"
-    client = _client(url, "http")
+    client = connect(url, "http")
     try:
         served = _served_models(client, "http", opts(engines, url, "http", [2]))[0]
         stats = lambda: _stats(client, "http", served.record.name)

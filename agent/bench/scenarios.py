@@ -184,7 +184,8 @@ def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
     client is bound to the thread that first uses it)."""
     import threading
 
-    from agent.bench.served import Request, _call, _client
+    from agent.bench.served import Request
+    from agent.triton.client import call, connect
 
     local = threading.local()
     clients: list = []
@@ -193,9 +194,9 @@ def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
     def infer(x: np.ndarray) -> object:
         client = getattr(local, "client", None)
         if client is None:
-            client = local.client = _client(opts.url, opts.protocol)
+            client = local.client = connect(opts.url, opts.protocol)
             clients.append(client)
-        return _call(f"inference on {rec.name}", Request(client, opts.protocol, served, x))
+        return call(f"inference on {rec.name}", Request(client, opts.protocol, served, x))
 
     def close() -> None:
         for c in clients:
@@ -209,17 +210,17 @@ def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
 
 
 def run_scenario_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
-    from agent.bench.served import _call, _client, _served_models, check_served
+    from agent.bench.served import _served_models, check_served
+    from agent.triton.client import call, connect, server_metadata
     from agent.facts import node_facts
     from agent.ui import progress
 
-    client = _client(opts.url, opts.protocol)
+    client = connect(opts.url, opts.protocol)
     workers = max(opts.concurrency or [1])
     try:
-        if not _call("server live", client.is_server_live):
+        if not call("server live", client.is_server_live):
             raise AgentError(f"the Triton server at {opts.url} is not live")
-        kw = {"as_json": True} if opts.protocol == "grpc" else {}
-        meta = _call("server metadata", client.get_server_metadata, **kw)
+        meta = server_metadata(client, opts.protocol)
         served = _served_models(client, opts.protocol, replace(opts, batch_sizes=[1]))
         for s in served:
             check_served(client, opts.protocol, s, opts.engines_dir)

@@ -47,35 +47,19 @@ from agent.schema import (
     ResultDocument,
     ServerBreakdown,
 )
+from agent.triton.client import (
+    call,
+    connect,
+    inference_statistics,
+    model_config,
+    protocol_module,
+    repository_index,
+    server_metadata,
+)
+from agent.triton.repo import wire_dtype
 
-NP_TO_TRITON = {"float32": "FP32", "float16": "FP16", "float64": "FP64", "int64": "INT64", "int32": "INT32"}
-
-
-def _module(protocol: str):
-    if protocol == "grpc":
-        import tritonclient.grpc as mod
-    else:
-        import tritonclient.http as mod
-    return mod
-
-
-def _client(url: str, protocol: str):
-    url = url.split("://", 1)[-1].rstrip("/")
-    try:
-        return _module(protocol).InferenceServerClient(url=url)
-    except Exception as e:
-        raise AgentError(f"cannot create a Triton {protocol} client for {url}: {e}") from e
-
-
-def _call(what: str, fn, *args, **kw):
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        return fn(*args, **kw)
-    except InferenceServerException as e:
-        raise AgentError(f"Triton: {what}: {' '.join(str(e.message() or e).split())}") from e
-    except Exception as e:  # connection refused, timeouts
-        raise AgentError(f"Triton: {what}: {type(e).__name__}: {' '.join(str(e).split())[:200]}") from e
+# the names this module's users imported before agent.triton.client existed
+_module, _client, _call = protocol_module, connect, call
 
 
 @dataclass
@@ -117,7 +101,7 @@ class Request:
     ``recv_s`` (decoding the output to an array) is measured; ``send_s`` is None."""
 
     def __init__(self, client, protocol: str, served: Served, x: np.ndarray) -> None:
-        mod = _module(protocol)
+        mod = protocol_module(protocol)
         self.client = client
         self.protocol = protocol
         self.model = served.name
@@ -190,7 +174,7 @@ class TritonRunner(Runner):
         self.client, self.protocol, self.served = client, protocol, served
 
     def infer(self, prepared: Any) -> Any:
-        return _call(f"inference on {self.served.name}",
+        return call(f"inference on {self.served.name}",
                      Request(self.client, self.protocol, self.served, prepared))
 
 
@@ -220,7 +204,7 @@ class LoadGenerator:
     def __init__(self, url: str, protocol: str, served: Served, batch: int, concurrency: int,
                  stats=None, telemetry=None) -> None:
         x = served.payload(batch)
-        self.requests = [Request(_client(url, protocol), protocol, served, x) for _ in range(concurrency)]
+        self.requests = [Request(connect(url, protocol), protocol, served, x) for _ in range(concurrency)]
         self.stats = stats
         self.telemetry = telemetry  # () -> recorders entered for each window (agent.telemetry)
         self.lock = threading.Lock()
@@ -349,10 +333,7 @@ def client_breakdown(logs: list[WindowLog]) -> ClientBreakdown | None:
 
 # -------------------------------------------------------------- server stats
 def _stats(client, protocol: str, model: str) -> dict[str, tuple[int, int]]:
-    if protocol == "grpc":
-        data = _call(f"statistics of {model}", client.get_inference_statistics, model, as_json=True)
-    else:
-        data = _call(f"statistics of {model}", client.get_inference_statistics, model)
+    data = inference_statistics(client, protocol, model)
     entry = (data.get("model_stats") or [{}])[0]
     inf = entry.get("inference_stats", {})
     return {k: (int(inf.get(k, {}).get("count", 0)), int(inf.get(k, {}).get("ns", 0)))
@@ -404,9 +385,7 @@ def _served_classifiers(client, protocol: str, opts: BenchOptions, engines: dict
         name = classifier_name(m)
         if name not in ready:
             continue
-        get = client.get_model_config
-        cfg = (_call(f"config of {name}", get, name, as_json=True)["config"] if protocol == "grpc"
-               else _call(f"config of {name}", get, name))
+        cfg = model_config(client, protocol, name)
         steps = cfg.get("ensemble_scheduling", {}).get("step", [])
         rec = engines.get(steps[1]["model_name"]) if len(steps) > 1 else None
         if rec is None or (opts.formats and rec.format not in opts.formats) or rec.precision != opts.precision:
@@ -424,10 +403,7 @@ def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
     from agent.manifest import load_manifest
 
     manifest = load_manifest(opts.engines_dir, missing_ok=False)
-    if protocol == "grpc":
-        index = _call("repository index", client.get_model_repository_index, as_json=True).get("models", [])
-    else:
-        index = _call("repository index", client.get_model_repository_index)
+    index = repository_index(client, protocol)
     ready = {m["name"] for m in index if m.get("state") == "READY"}
     if not ready:
         raise AgentError(f"the Triton server at {opts.url} serves no model (agent serve start / reload)")
@@ -441,14 +417,11 @@ def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
             continue
         if rec.precision != opts.precision or name not in ready:
             continue
-        if protocol == "grpc":
-            cfg = _call(f"config of {name}", client.get_model_config, name, as_json=True)["config"]
-        else:
-            cfg = _call(f"config of {name}", client.get_model_config, name)
+        cfg = model_config(client, protocol, name)
         groups = cfg.get("instance_group") or [{}]
         dtype = rec.inputs[0].dtype
         out.append(Served(record=rec, input_name=cfg["input"][0]["name"], output_name=cfg["output"][0]["name"],
-                          datatype=NP_TO_TRITON.get(dtype, "FP32"),
+                          datatype=wire_dtype(dtype),
                           device="cuda" if groups[0].get("kind") == "KIND_GPU" else "cpu",
                           max_batch=int(cfg.get("max_batch_size") or 0) or rec.max_batch))
     if not out:
@@ -484,7 +457,7 @@ def check_served(client, protocol: str, served: Served, engines_dir) -> None:
         from agent.classify.runner import ImageRunner
 
         x = served.payload(1)
-        got = _call(f"inference on {served.name}", Request(client, protocol, served, x))
+        got = call(f"inference on {served.name}", Request(client, protocol, served, x))
         local = ImageRunner(engine, rec.model, list(served.images))
         want = softmax(local.to_numpy(local.infer(x)))
         rtol = rec.verification.rtol if rec.verification else 1e-3
@@ -550,14 +523,11 @@ def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
 
     if opts.protocol not in ("http", "grpc"):
         raise AgentError(f"unknown protocol {opts.protocol!r}: use http or grpc")
-    client = _client(opts.url, opts.protocol)
+    client = connect(opts.url, opts.protocol)
     try:
-        if not _call("server live", client.is_server_live):
+        if not call("server live", client.is_server_live):
             raise AgentError(f"the Triton server at {opts.url} is not live")
-        if opts.protocol == "grpc":
-            meta = _call("server metadata", client.get_server_metadata, as_json=True)
-        else:
-            meta = _call("server metadata", client.get_server_metadata)
+        meta = server_metadata(client, opts.protocol)
         served = _served_models(client, opts.protocol, opts)
         for s in served:
             check_served(client, opts.protocol, s, opts.engines_dir)

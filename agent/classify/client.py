@@ -15,14 +15,14 @@ Top = list[tuple[str, int, float]]  # (label, class id, probability), best first
 
 
 def classify_served(images: list[bytes], model: str, url: str, protocol: str, k: int) -> list[Top]:
-    from agent.bench.served import _call, _client, _module
+    from agent.triton.client import call, connect, protocol_module
     from agent.triton.classifier import classifier_name
 
-    mod = _module(protocol)
-    client = _client(url, protocol)
+    mod = protocol_module(protocol)
+    client = connect(url, protocol)
     name = classifier_name(model)
     try:
-        if not _call(f"readiness of {name}", client.is_model_ready, name):
+        if not call(f"readiness of {name}", client.is_model_ready, name):
             raise AgentError(f"the server at {url} does not serve {name} "
                              "(write it with `agent repo --classifiers`, then `agent serve reload`)")
         out = []
@@ -30,7 +30,7 @@ def classify_served(images: list[bytes], model: str, url: str, protocol: str, k:
             inp = mod.InferInput("IMAGE", [1, 1], "BYTES")
             inp.set_data_from_numpy(np.array([[data]], dtype=np.object_))
             want = mod.InferRequestedOutput("PROBS", class_count=k)
-            res = _call(f"classification by {name}", client.infer, name, [inp], outputs=[want])
+            res = call(f"classification by {name}", client.infer, name, [inp], outputs=[want])
             out.append(parse_classification(res.as_numpy("PROBS").reshape(-1)))
         return out
     finally:

@@ -7,18 +7,19 @@ from typing import Annotated
 
 import typer
 
+from agent import defaults
 from agent.ui import deprecated_alias, deprecated_value, parse_csv
 
 
 def build_engines(
     models: Annotated[str, typer.Option(help="Comma-separated model names (see `agent models`).")] = "",
     all_models: Annotated[bool, typer.Option("--all", help="Build every model of the registry.")] = False,
-    formats: Annotated[str, typer.Option(help="torchscript,onnx,tensorrt,pt2 (default: torchscript,onnx; tensorrt only where it imports; pt2 = torch.export + AOTInductor, slow to compile).")] = "torchscript,onnx",
+    formats: Annotated[str, typer.Option(help="torchscript,onnx,tensorrt,pt2 (default: torchscript,onnx; tensorrt only where it imports; pt2 = torch.export + AOTInductor, slow to compile).")] = ",".join(defaults.ENGINE_FORMATS),
     precision: Annotated[str, typer.Option(help="fp32,fp16 (fp16: GPU nodes).")] = "fp32",
-    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch the engines accept (dynamic batch axis 1..N).")] = 8,
+    max_batch: Annotated[int, typer.Option("--max-batch", help="Largest batch the engines accept (dynamic batch axis 1..N).")] = defaults.MAX_BATCH,
     engines: Annotated[Path, typer.Option("--engines", help="Build directory (manifest.json + one directory per engine).")] = Path("engines"),
     pretrained: Annotated[bool, typer.Option(help="Load torchvision's ImageNet weights (needs download access); default: seeded random weights.")] = False,
-    opset: Annotated[int, typer.Option(help="ONNX opset.")] = 17,
+    opset: Annotated[int, typer.Option(help="ONNX opset.")] = defaults.ONNX_OPSET,
     onnx_exporter: Annotated[str, typer.Option("--onnx-exporter", help="legacy (fast, default) or dynamo.")] = "legacy",
     workspace_mb: Annotated[int, typer.Option("--workspace-mb", help="TensorRT workspace limit (MiB).")] = 2048,
     timeout: Annotated[float | None, typer.Option(help="Kill a model's build worker after this many seconds.")] = None,
@@ -43,7 +44,7 @@ def build_engines(
     names = registry.resolve(parse_csv(models), all_models)
     if timeout is not None and timeout <= 0:
         raise AgentError("--timeout must be > 0")
-    opts = BuildOptions(models=names, out=out, formats=parse_csv(formats) or ["torchscript", "onnx"],
+    opts = BuildOptions(models=names, out=out, formats=parse_csv(formats) or list(defaults.ENGINE_FORMATS),
                         precisions=parse_csv(precision) or ["fp32"], max_batch=max_batch,
                         pretrained=pretrained, opset=opset, onnx_exporter=onnx_exporter,
                         workspace_mb=workspace_mb, timeout_s=timeout)

@@ -119,7 +119,7 @@ def status(
     """Server health, each model's state and version."""
     from rich.table import Table
 
-    from agent.triton.api import TritonAPI
+    from agent.triton.client import TritonAPI
     from agent.ui import console
 
     url, state = _url(url, state_dir)
@@ -156,7 +156,7 @@ def reload(
     force: Annotated[bool, typer.Option("--force", help="Reload every model, changed or not.")] = False,
 ) -> None:
     """Load new or changed models and unload removed ones, without a restart."""
-    from agent.triton.api import TritonAPI
+    from agent.triton.client import TritonAPI
     from agent.triton.server import sync_models
     from agent.ui import console, console_err
 

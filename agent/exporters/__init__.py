@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from agent import defaults
 from agent.errors import AgentError
 from agent.schema import TensorSpec
 
@@ -22,12 +23,12 @@ if TYPE_CHECKING:
     from agent.registry import ModelSpec
 
 FORMATS: tuple[str, ...] = ("torchscript", "onnx", "tensorrt", "pt2")
-DEFAULT_FORMATS: tuple[str, ...] = ("torchscript", "onnx")
+DEFAULT_FORMATS: tuple[str, ...] = defaults.ENGINE_FORMATS
 PRECISIONS: tuple[str, ...] = ("fp32", "fp16")
 FILENAMES = {"torchscript": "model.pt", "onnx": "model.onnx", "tensorrt": "model.plan", "pt2": "model.pt2"}
 # Bump when an exporter's output changes for the same inputs: it is part of the build key.
 EXPORTER_VERSIONS = {"torchscript": "1", "onnx": "1", "tensorrt": "1", "pt2": "1"}
-DEFAULT_OPSET = 17
+DEFAULT_OPSET = defaults.ONNX_OPSET
 ONNX_EXPORTERS = ("legacy", "dynamo")
 
 
@@ -37,7 +38,7 @@ class ExportError(Exception):
 
 @dataclass(frozen=True)
 class ExportOptions:
-    max_batch: int = 8
+    max_batch: int = defaults.MAX_BATCH
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
     onnx_exporter: str = "legacy"

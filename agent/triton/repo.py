@@ -50,6 +50,13 @@ TRITON_DTYPES = {
     "float32": "TYPE_FP32", "float16": "TYPE_FP16", "float64": "TYPE_FP64", "int64": "TYPE_INT64",
     "int32": "TYPE_INT32", "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL",
 }
+
+
+def wire_dtype(dtype: str) -> str:
+    """The datatype of a tensor on the wire (KServe v2: ``FP32``...) for a numpy dtype name."""
+    return TRITON_DTYPES[dtype].removeprefix("TYPE_")
+
+
 BACKENDS = ("python", "platform")
 BACKEND_ALIASES = {"native": "platform"}  # its name before 0.2 (the CLI warns)
 

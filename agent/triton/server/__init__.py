@@ -26,11 +26,23 @@ from pathlib import Path
 
 from agent.errors import AgentError
 from agent.fsutil import atomic_write_text
-from agent.triton.api import TritonAPI
+from agent.triton.client import TritonAPI
 from agent.triton.repo import repo_models  # noqa: F401  (re-exported: the repository's model names)
 from agent.triton.server.container import CONTAINER_REPO, container_command, container_engine  # noqa: F401
-from agent.triton.server.models import LoadReport, check_model_files, fingerprint, short_reason, sync_models  # noqa: F401
-from agent.triton.server.process import Bundled, bundled, prepare_backends, process_command, process_env  # noqa: F401
+from agent.triton.server.models import (  # noqa: F401
+    LoadReport,
+    check_model_files,
+    fingerprint,
+    short_reason,
+    sync_models,
+)
+from agent.triton.server.process import (  # noqa: F401
+    Bundled,
+    bundled,
+    prepare_backends,
+    process_command,
+    process_env,
+)
 from agent.triton.server.runtime import Runtime, runtime_for
 from agent.triton.server.settings import (  # noqa: F401
     DEFAULT_CONTAINER_NAME,

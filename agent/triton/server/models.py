@@ -12,7 +12,7 @@ from pathlib import Path
 
 from agent.errors import AgentError
 from agent.fsutil import atomic_write_text
-from agent.triton.api import TritonAPI
+from agent.triton.client import TritonAPI
 from agent.triton.repo import MARKER, VERSION
 from agent.triton.server.settings import LOADED_FILE
 

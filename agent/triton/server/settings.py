@@ -8,10 +8,10 @@ import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agent.defaults import TRITON_RELEASE
 from agent.errors import AgentError
 from agent.triton.repo import repo_models
 
-TRITON_RELEASE = "24.10"  # NGC release: Triton 2.51, as bundled in nvidia-pytriton 0.7
 DEFAULT_IMAGE = f"nvcr.io/nvidia/tritonserver:{TRITON_RELEASE}-py3"
 DEFAULT_CONTAINER_NAME = "inferfleet-triton"
 PID_FILE = "tritonserver.pid"
