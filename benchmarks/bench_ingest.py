@@ -77,12 +77,14 @@ def _pusher(url: str, token: str, bodies: list[bytes], start_at: float, seconds:
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its children (uvicorn's workers)."""
+    """User + system CPU time of a process, its live children (uvicorn's workers, PostgreSQL's
+    backends) and the children it has reaped (a backend whose connection was closed)."""
     import psutil
 
     procs = [psutil.Process(pid)]
     procs += procs[0].children(recursive=True)
-    total = 0.0
+    t = procs[0].cpu_times()
+    total = t.children_user + t.children_system
     for p in procs:
         try:
             t = p.cpu_times()
