@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import BaseModel
+
 from agent import registry
 from agent.defaults import MAX_BATCH
 from agent.errors import AgentError
@@ -38,6 +40,7 @@ from agent.exporters import (
     FORMATS,
     ONNX_EXPORTERS,
     PRECISIONS,
+    ExportOptions,
     check_supported,
 )
 from agent.fsutil import ensure_writable_dir, remove_stale_temporaries
@@ -71,9 +74,15 @@ class BuildOptions:
     workspace_mb: int = 2048
     timeout_s: float | None = None  # per model (worker)
 
+    def export_options(self) -> ExportOptions:
+        return ExportOptions(max_batch=self.max_batch, opset=self.opset, onnx_exporter=self.onnx_exporter,
+                             workspace_mb=self.workspace_mb,
+                             timing_cache=self.out / ".cache" / "tensorrt-timing.cache")
 
-@dataclass
-class Job:
+
+class Job(BaseModel):
+    """One engine to build."""
+
     model: str
     format: str
     precision: str
@@ -82,6 +91,18 @@ class Job:
     @property
     def name(self) -> str:
         return engine_name(self.model, self.format, self.precision)
+
+
+class WorkerJob(BaseModel):
+    """One model's engines as they cross to the build worker: one JSON line, this shape
+    on both sides (``agent/build_worker.py`` validates it back)."""
+
+    model: str
+    out: Path
+    pretrained: bool
+    tools: ToolVersions
+    jobs: list[Job]
+    export: ExportOptions  # precision: per job
 
 
 @dataclass
@@ -141,7 +162,7 @@ def plan(opts: BuildOptions, manifest: Manifest, tools: ToolVersions) -> tuple[l
                                 workspace_mb=opts.workspace_mb, pretrained=opts.pretrained,
                                 seed=spec.seed, exporter_version=EXPORTER_VERSIONS[fmt],
                                 tools=tools)
-                job = Job(m, fmt, prec, key)
+                job = Job(model=m, format=fmt, precision=prec, key=key)
                 rec = manifest.engines.get(job.name)
                 if (rec is not None and rec.build_key == key and rec.ok
                         and check_files(rec, opts.out) is None):
@@ -202,15 +223,8 @@ class WorkerPool:
             on_start, on_done) -> None:
         """Build one model's jobs; call ``on_done(name, record|None, error)`` for every job,
         including those a crashed or killed worker never reported."""
-        payload = {
-            "model": model, "out": str(opts.out), "pretrained": opts.pretrained,
-            "tools": tools.model_dump(),
-            "jobs": [{"name": j.name, "format": j.format, "precision": j.precision, "key": j.key}
-                     for j in jobs],
-            "options": {"max_batch": opts.max_batch, "opset": opts.opset,
-                        "onnx_exporter": opts.onnx_exporter, "workspace_mb": opts.workspace_mb,
-                        "timing_cache": str(opts.out / ".cache" / "tensorrt-timing.cache")},
-        }
+        payload = WorkerJob(model=model, out=opts.out, pretrained=opts.pretrained, tools=tools, jobs=jobs,
+                            export=opts.export_options())
         pending = {j.name for j in jobs}
         proc = self._ensure()
         timer = None
@@ -224,7 +238,7 @@ class WorkerPool:
         try:
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(json.dumps(payload) + "\n")
+                proc.stdin.write(payload.model_dump_json() + "\n")
                 proc.stdin.flush()
             except (BrokenPipeError, OSError):
                 pass  # died before reading: reported below

@@ -30,7 +30,7 @@ def emit(kind: str, payload: str) -> None:
     STDOUT.flush()
 
 
-def build_one(model, spec, job: dict, out: Path, opts, tools) -> dict:
+def build_one(model, spec, job, out: Path, opts, tools) -> dict:
     import torch
 
     from agent.exporters import EXPORTER_VERSIONS, export  # noqa: F401
@@ -40,7 +40,7 @@ def build_one(model, spec, job: dict, out: Path, opts, tools) -> dict:
     from agent.schema import EngineRecord
     from agent.verify import verify
 
-    fmt, precision = job["format"], job["precision"]
+    fmt, precision = job.format, job.precision
     sub = engine_subdir(spec.name, fmt, precision)
     t0 = time.perf_counter()
     with atomic_path(out / sub) as tmp:
@@ -56,7 +56,7 @@ def build_one(model, spec, job: dict, out: Path, opts, tools) -> dict:
                 files={str(prefix / p.relative_to(tmp)): sha256_file(p) for p in files},
                 size_bytes=sum(p.stat().st_size for p in files),
                 inputs=exported.inputs, outputs=exported.outputs, opset=exported.opset,
-                build_seconds=round(build_s, 3), build_key=job["key"], tools=tools,
+                build_seconds=round(build_s, 3), build_key=job.key, tools=tools,
             )
 
         # verify the temporary copy (paths relative to its parent), before it is renamed
@@ -74,37 +74,33 @@ def build_one(model, spec, job: dict, out: Path, opts, tools) -> dict:
     return json.loads(record.model_dump_json())
 
 
-def build_model(job: dict) -> None:
-    """All engines of one model; one ``@@done`` per engine whatever happens."""
+def build_model(job) -> None:
+    """All engines of one model (an ``agent.build.WorkerJob``); one ``@@done`` per engine
+    whatever happens."""
     from agent import registry
     from agent.errors import AgentError
-    from agent.exporters import ExportError, ExportOptions
-    from agent.schema import ToolVersions
+    from agent.exporters import ExportError
 
-    out = Path(job["out"])
-    spec = registry.get(job["model"])
-    o = job["options"]
-    opts = ExportOptions(max_batch=o["max_batch"], opset=o["opset"],
-                         onnx_exporter=o["onnx_exporter"], workspace_mb=o["workspace_mb"],
-                         timing_cache=Path(o["timing_cache"]) if o.get("timing_cache") else None)
-    tools = ToolVersions(**job["tools"])
+    spec = registry.get(job.model)
+
+    def done(name: str, record: dict | None, error: str | None) -> None:
+        emit("done", json.dumps({"name": name, "record": record, "error": error}))
+
     try:
-        model = registry.build(spec.name, pretrained=job["pretrained"])
+        model = registry.build(spec.name, pretrained=job.pretrained)
     except AgentError as e:
-        for j in job["jobs"]:
-            emit("done", json.dumps({"name": j["name"], "record": None, "error": str(e)}))
+        for j in job.jobs:
+            done(j.name, None, str(e))
         return
-    for j in job["jobs"]:
-        emit("start", j["name"])
-        eopts = ExportOptions(**{**opts.__dict__, "precision": j["precision"]})
+    for j in job.jobs:
+        emit("start", j.name)
         try:
-            record = build_one(model, spec, j, out, eopts, tools)
-            emit("done", json.dumps({"name": j["name"], "record": record, "error": None}))
+            done(j.name, build_one(model, spec, j, job.out, job.export.model_copy(update={"precision": j.precision}),
+                                   job.tools), None)
         except (ExportError, AgentError) as e:
-            emit("done", json.dumps({"name": j["name"], "record": None, "error": str(e)}))
+            done(j.name, None, str(e))
         except Exception as e:  # an exporter bug must not hide the other engines
-            msg = " ".join(f"{type(e).__name__}: {e}".split())[:400]
-            emit("done", json.dumps({"name": j["name"], "record": None, "error": msg}))
+            done(j.name, None, " ".join(f"{type(e).__name__}: {e}".split())[:400])
 
 
 def main() -> int:
@@ -116,10 +112,12 @@ def main() -> int:
     for line in stdin:
         if not line.strip():
             continue
-        job = json.loads(line)
+        from agent.build import WorkerJob
+
+        job = WorkerJob.model_validate_json(line)
         build_model(job)
         gc.collect()
-        emit("model", job["model"])
+        emit("model", job.model)
     return 0
 
 

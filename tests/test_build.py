@@ -107,11 +107,11 @@ import agent.verify
 build_model, tolerances = worker.build_model, dict(agent.verify.TOLERANCES)
 
 def patched(job):
-    print("worker", os.getpid(), "builds", job["model"], file=sys.stderr)
-    if job["model"] == os.environ["CRASH_MODEL"]:
+    print("worker", os.getpid(), "builds", job.model, file=sys.stderr)
+    if job.model == os.environ["CRASH_MODEL"]:
         os.kill(os.getpid(), signal.SIGSEGV)
     agent.verify.TOLERANCES.update(tolerances)
-    if job["model"] == os.environ.get("STRICT_MODEL"):
+    if job.model == os.environ.get("STRICT_MODEL"):
         agent.verify.TOLERANCES["fp32"] = (-1.0, 1.0)   # nothing can pass
     build_model(job)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict
+
 from agent import defaults
 from agent.errors import AgentError
 from agent.schema import TensorSpec
@@ -36,8 +38,11 @@ class ExportError(Exception):
     """An engine could not be produced (the build records it as failed)."""
 
 
-@dataclass(frozen=True)
-class ExportOptions:
+class ExportOptions(BaseModel):
+    """What every exporter is given (crosses to the build worker inside its WorkerJob)."""
+
+    model_config = ConfigDict(frozen=True)
+
     max_batch: int = defaults.MAX_BATCH
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
