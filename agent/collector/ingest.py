@@ -208,8 +208,6 @@ def ingest_many(engine: Engine, docs, received_at=None) -> int:  # noqa: ANN001
             _upsert_node(conn, d, to_utc_naive(d.created_at))
         if fresh:
             conn.execute(insert(runs), [run_row(d, received.get(d.id, now)) for d in fresh])
-            rows = [r for d in fresh for r in result_rows(d)]
-            if rows:
-                conn.execute(insert(results), rows)
+            insert_results(conn, [r for d in fresh for r in result_rows(d)])
         count = len(fresh)
     return count
