@@ -31,10 +31,10 @@ from agent.bench.inprocess import load_and_warm, release_memory, run_inprocess, 
 from agent.bench.measure import measure_until_stable
 from agent.bench.options import BenchOptions
 from agent.bench.table import print_results
-from agent.build import BuildOptions, failures_error, print_summary, run_build
+from agent.build.manifest import engine_name, load_manifest
+from agent.build.pipeline import BuildOptions, failures_error, print_summary, run_build
 from agent.config import load_config
 from agent.fsutil import atomic_write_text
-from agent.manifest import engine_name, load_manifest
 from agent.ui import console
 
 MODELS = ["resnet18", "resnet50", "mobilenet_v3_small", "squeezenet1_1"]

@@ -5,7 +5,7 @@ ONNX engine; everything below runs against it, batch 1.
 
 1. *Served / in-process* (issue P2): interleaved rounds, one window each per
    round in counterbalanced order (A B C .., .. C B A): the engine run directly
-   by agent.runtimes with its default session (what ``agent bench`` reports),
+   by agent.runners with its default session (what ``agent bench`` reports),
    the same engine with the served model's ONNX Runtime settings
    (agent.triton.python_model.onnx_session_options), and Triton at each
    concurrency. Each in-process engine runs in a process of its own session,
@@ -204,7 +204,7 @@ def _inprocess_worker(conn, engines: Path, served_settings: bool, duration: floa
     """The engine in its own process and session (as Triton is: on Linux each session is its own
     CPU scheduling group), one window per request on ``conn``."""
     from agent.bench.inprocess import load_and_warm, window_runner
-    from agent.manifest import load_manifest
+    from agent.build.manifest import load_manifest
     from agent.triton.python_model import onnx_session_options, use_session_options
 
     os.setsid()
@@ -329,8 +329,8 @@ def main() -> int:
     args.concurrency = [int(c) for c in args.concurrency.split(",")]
 
     from agent.bench.served import _served_models
+    from agent.build.pipeline import BuildOptions, failures_error, run_build
     from agent.triton.client import connect
-    from agent.build import BuildOptions, failures_error, run_build
     from agent.triton.repo import RepoOptions, write_repository
     from agent.triton.server import ServerSettings, free_port, start, stop
 

@@ -49,11 +49,11 @@ def main() -> None:
 
     from agent.bench.measure import paired_ratio
     from agent.bench.options import BenchOptions
-    from agent.bench.served import _client, _served_models, telemetry_sources
-    from agent.build import BuildOptions, failures_error, run_build
+    from agent.bench.served import _served_models, telemetry_sources
+    from agent.build.pipeline import BuildOptions, failures_error, run_build
     from agent.commands.tune import _delays
     from agent.config import load_config
-    from agent.triton.api import TritonAPI
+    from agent.triton.client import TritonAPI, connect
     from agent.triton.repo import RepoOptions, write_repository
     from agent.triton.server import ServerSettings, free_port, start, stop
     from agent.tune.search import Grid
@@ -105,7 +105,7 @@ def main() -> None:
         console.print(f"tuned:   {tuned.config.label()} at concurrency {tuned.concurrency}: "
                       f"{tuned.throughput_ips:.1f} inf/s, p99 {tuned.p99_ms:.1f} ms")
         # interleaved: default and tuned, each at its own best concurrency, ABBA order
-        client = _client(url, "http")
+        client = connect(url, "http")
         api = TritonAPI(url)
         served = _served_models(client, "http", bench)[0]
         tuner = ModelTuner(api, client, served, opts, telemetry_sources(bench, config))

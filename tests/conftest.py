@@ -18,7 +18,7 @@ BUILT_MAX_BATCH = 4
 
 @pytest.fixture(scope="session")
 def built_engines(tmp_path_factory) -> Path:
-    from agent.build import BuildOptions, failures_error, run_build
+    from agent.build.pipeline import BuildOptions, failures_error, run_build
 
     out = tmp_path_factory.mktemp("built_engines") / "engines"
     outcomes = run_build(BuildOptions(models=list(BUILT_MODELS), out=out,

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.build import BuildOptions, WorkerPool, failures_error, run_build
-from agent.manifest import load_manifest
-from agent.runtimes import check_files, eager_runner, load_runner
-from agent.verify import random_batch
+from agent.build.pipeline import BuildOptions, WorkerPool, failures_error, run_build
+from agent.build.manifest import load_manifest
+from agent.runners import check_files, eager_runner, load_runner
+from agent.build.verify import random_batch
 from conftest import BUILT_MAX_BATCH, BUILT_MODELS
 
 pytestmark = pytest.mark.slow
@@ -102,17 +102,17 @@ def test_corruption_and_changed_options_rebuild_only_what_is_affected(built_engi
 
 WRAPPER = """
 import os, signal, sys
-import agent.build_worker as worker
-import agent.verify
-build_model, tolerances = worker.build_model, dict(agent.verify.TOLERANCES)
+import agent.build.worker as worker
+import agent.build.verify
+build_model, tolerances = worker.build_model, dict(agent.build.verify.TOLERANCES)
 
 def patched(job):
     print("worker", os.getpid(), "builds", job.model, file=sys.stderr)
     if job.model == os.environ["CRASH_MODEL"]:
         os.kill(os.getpid(), signal.SIGSEGV)
-    agent.verify.TOLERANCES.update(tolerances)
+    agent.build.verify.TOLERANCES.update(tolerances)
     if job.model == os.environ.get("STRICT_MODEL"):
-        agent.verify.TOLERANCES["fp32"] = (-1.0, 1.0)   # nothing can pass
+        agent.build.verify.TOLERANCES["fp32"] = (-1.0, 1.0)   # nothing can pass
     build_model(job)
 
 worker.build_model = patched
@@ -125,7 +125,7 @@ def test_worker_crash_and_failed_verification_are_isolated_and_reported(tmp_path
     wrapper.write_text(WRAPPER)
     monkeypatch.setenv("CRASH_MODEL", "shufflenet_v2_x0_5")
     monkeypatch.setenv("STRICT_MODEL", "mobilenet_v3_small")
-    monkeypatch.setattr("agent.build._worker_cmd", lambda: [sys.executable, str(wrapper)])
+    monkeypatch.setattr("agent.build.pipeline._worker_cmd", lambda: [sys.executable, str(wrapper)])
     out = tmp_path / "engines"
     starts = []
     real_ensure = WorkerPool._ensure
@@ -194,7 +194,7 @@ def test_sigkill_mid_build_leaves_nothing_that_looks_good(tmp_path):
 
 
 def test_build_key_changes_with_every_input_that_shapes_the_artifact():
-    from agent.manifest import build_key
+    from agent.build.manifest import build_key
     from agent.schema import ToolVersions
 
     base = dict(model="resnet18", fmt="onnx", precision="fp32", max_batch=8, opset=17,

@@ -87,7 +87,7 @@ def node(built_engines, tmp_path_factory):
 
 
 def eager_probs(data: bytes, model: str) -> np.ndarray:
-    from agent.runtimes import eager_runner
+    from agent.runners import eager_runner
 
     runner = eager_runner(model, precision="fp32", device="cpu")
     return softmax(runner.to_numpy(runner.infer(runner.prepare(torchvision_input(data, model)[None]))))[0]
@@ -101,7 +101,7 @@ def test_served_ensemble_equals_torchvision_and_eager_pytorch(node):
     (the engine's tolerance), and the CLI's top 5 from the same probabilities."""
     import tritonclient.http as th
 
-    from agent.manifest import load_manifest
+    from agent.build.manifest import load_manifest
 
     rtol = load_manifest(node["engines"]).engines["squeezenet1_1_onnx"].verification.rtol
     images = [sample("chelsea.png"), portrait_jpeg()]

@@ -45,8 +45,8 @@ def gpu_engines(tmp_path_factory):
 
 
 def test_fp16_engines_build_on_cuda_and_pass_the_fp16_tolerance(gpu_engines):
-    from agent.manifest import load_manifest
-    from agent.verify import TOLERANCES
+    from agent.build.manifest import load_manifest
+    from agent.build.verify import TOLERANCES
 
     out, formats = gpu_engines
     engines = load_manifest(out).engines
@@ -65,9 +65,9 @@ def test_onnxruntime_cuda_execution_provider_runs_the_onnx_engine(gpu_engines):
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("onnxruntime has no CUDAExecutionProvider here: install the gpu extra (onnxruntime-gpu)")
-    from agent.manifest import load_manifest
-    from agent.runtimes import eager_runner, load_runner
-    from agent.verify import verify
+    from agent.build.manifest import load_manifest
+    from agent.runners import eager_runner, load_runner
+    from agent.build.verify import verify
 
     out, _ = gpu_engines
     rec = load_manifest(out).engines[f"{MODEL}_onnx_fp16"]

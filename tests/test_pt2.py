@@ -28,7 +28,7 @@ def pt2_engines(tmp_path_factory) -> Path:
 
 @pytest.mark.timeout(900)
 def test_pt2_engine_is_built_verified_and_cached(pt2_engines):
-    from agent.manifest import load_manifest
+    from agent.build.manifest import load_manifest
 
     rec = load_manifest(pt2_engines).engines[f"{MODEL}_pt2"]
     assert rec.format == "pt2" and rec.device == "cpu" and rec.ok
@@ -42,9 +42,9 @@ def test_pt2_engine_is_built_verified_and_cached(pt2_engines):
 
 @pytest.mark.timeout(600)
 def test_pt2_runs_in_process_with_a_dynamic_batch(pt2_engines, tmp_path):
-    from agent.manifest import load_manifest
-    from agent.runtimes import eager_runner, load_runner
-    from agent.verify import random_batch
+    from agent.build.manifest import load_manifest
+    from agent.runners import eager_runner, load_runner
+    from agent.build.verify import random_batch
 
     rec = load_manifest(pt2_engines).engines[f"{MODEL}_pt2"]
     engine, eager = load_runner(rec, pt2_engines), eager_runner(MODEL)
@@ -67,10 +67,10 @@ def test_pt2_runs_in_process_with_a_dynamic_batch(pt2_engines, tmp_path):
 def test_pt2_is_served_by_triton_with_the_engines_outputs(pt2_engines, tmp_path):
     import tritonclient.http as th
 
-    from agent.manifest import load_manifest
-    from agent.runtimes import load_runner
+    from agent.build.manifest import load_manifest
+    from agent.runners import load_runner
     from agent.triton.server import ServerSettings, free_port, start, stop
-    from agent.verify import random_batch
+    from agent.build.verify import random_batch
 
     engines = tmp_path / "engines"
     shutil.copytree(pt2_engines, engines, ignore=shutil.ignore_patterns("triton-repo"))

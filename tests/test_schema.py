@@ -7,7 +7,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from agent.manifest import load_manifest, save_manifest
+from agent.build.manifest import load_manifest, save_manifest
 from agent.schema import (MANIFEST_SCHEMA_VERSION, RESULT_SCHEMA_VERSION, BenchResult, EngineRecord,
                           Manifest, ResultDocument)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from agent.errors import AgentError
-from agent.manifest import load_manifest, save_manifest
+from agent.build.manifest import load_manifest, save_manifest
 from agent.triton import server
 from agent.triton.repo import RepoOptions, render_config, write_repository
 
@@ -44,8 +44,8 @@ def test_python_repository_layout(engines, tmp_path):
     assert {p.name for p in version.iterdir()} >= {"model.py", "engine.json", "model.onnx"}
     ts_cfg = (repo / "squeezenet1_1_torchscript" / "config.pbtxt").read_text()
     assert 'name: "INPUT__0"' in ts_cfg and 'name: "OUTPUT__0"' in ts_cfg
-    # the python model loads the same file through agent.runtimes (hash-checked)
-    from agent.runtimes import load_runner
+    # the python model loads the same file through agent.runners (hash-checked)
+    from agent.runners import load_runner
     from agent.schema import EngineRecord
 
     rec = EngineRecord.model_validate_json((version / "engine.json").read_text())

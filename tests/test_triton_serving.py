@@ -119,9 +119,9 @@ def test_start_serves_models_and_names_the_broken_one(node):
 def test_served_outputs_equal_the_engines(node):
     import tritonclient.http as th
 
-    from agent.manifest import load_manifest
-    from agent.runtimes import load_runner
-    from agent.verify import random_batch
+    from agent.build.manifest import load_manifest
+    from agent.runners import load_runner
+    from agent.build.verify import random_batch
 
     manifest = load_manifest(node.engines)
     client = th.InferenceServerClient(node.url)

@@ -2,7 +2,7 @@
 
 Eager PyTorch is the baseline; TorchScript, ONNX Runtime and TensorRT engines
 come from the build directory's manifest and are loaded with
-:mod:`agent.runtimes` (hash-checked). On a GPU the input is placed on the
+:mod:`agent.runners` (hash-checked). On a GPU the input is placed on the
 device once and every request is CUDA-synchronised. Per model, in two phases:
 
 1. *Load, one format at a time*: each runner is loaded, then for every batch
@@ -61,9 +61,9 @@ import psutil
 from agent import registry
 from agent.bench.measure import Window, is_stable, measure_interleaved, paired_ratio, summarize
 from agent.bench.options import BenchOptions
+from agent.build.manifest import engine_name, load_manifest
 from agent.config import AgentConfig
 from agent.errors import AgentError
-from agent.manifest import engine_name, load_manifest
 from agent.schema import BenchResult, BenchSettings, EngineRecord, ResultDocument
 from agent.telemetry.device import DeviceRecorder
 
@@ -112,8 +112,8 @@ class PeakRSS:
 
 def _plan(opts: BenchOptions) -> list[tuple[str, list[tuple[str, EngineRecord | None]]]]:
     """[(model, [(format, record or None for eager)])], every check done before any run."""
-    from agent.build import validate_choices
-    from agent.runtimes import check_files
+    from agent.build.pipeline import validate_choices
+    from agent.runners import check_files
 
     formats = validate_choices(opts.formats, INPROCESS_FORMATS, "format") if opts.formats else []
     if opts.rounds is not None and opts.rounds < 2:
@@ -202,8 +202,8 @@ def recorded(window: Callable[[], Window], recorder: DeviceRecorder) -> Callable
 
 def load_and_warm(model: str, rec: EngineRecord | None, opts: BenchOptions, device: str):
     """(runner, {batch: prepared input}): loaded, warmed up, one window run per batch."""
-    from agent.runtimes import eager_runner, load_runner
-    from agent.verify import random_batch
+    from agent.build.verify import random_batch
+    from agent.runners import eager_runner, load_runner
 
     if rec is None:
         runner = eager_runner(model, precision=opts.precision, device=device)
@@ -225,7 +225,7 @@ def load_and_warm(model: str, rec: EngineRecord | None, opts: BenchOptions, devi
 
 def run_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     from agent.facts import node_facts
-    from agent.runtimes import default_device
+    from agent.runners import default_device
     from agent.ui import progress
 
     plan = _plan(opts)

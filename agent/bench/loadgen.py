@@ -6,7 +6,7 @@ LoadGen (the C++ library behind ``mlperf_loadgen``) owns the clock, the query
 schedule and the verdict. This module gives it:
 
 * a **query sample library** (QSL): ``samples`` preprocessed random input tensors
-  (:func:`agent.verify.random_batch`, the engine's input shape) — or, for image
+  (:func:`agent.build.verify.random_batch`, the engine's input shape) — or, for image
   payloads, that many encoded images (``Backend.samples``) that each request decodes
   and preprocesses —, LoadGen's ``performance_sample_count``; LoadGen's load/unload
   callbacks mark them resident;
@@ -119,7 +119,7 @@ class Backend:
     def make_samples(self, n: int) -> np.ndarray:
         if self.samples is not None:
             return self.samples(n)
-        from agent.verify import random_batch
+        from agent.build.verify import random_batch
 
         return random_batch(n, self.input_shape)
 

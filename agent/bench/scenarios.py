@@ -25,8 +25,8 @@ the search)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +141,7 @@ def _bench_result(run: lgm.Run, tried: list[float], **fields) -> BenchResult:
 def run_scenario_inprocess(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     from agent.bench.inprocess import _plan, release_memory
     from agent.facts import node_facts
-    from agent.runtimes import default_device, eager_runner, load_runner
+    from agent.runners import default_device, eager_runner, load_runner
     from agent.ui import progress
 
     plan = _plan(replace(opts, batch_sizes=[1]))  # the scenario picks its own batches
@@ -211,8 +211,8 @@ def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
 
 def run_scenario_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     from agent.bench.served import _served_models, check_served
-    from agent.triton.client import call, connect, server_metadata
     from agent.facts import node_facts
+    from agent.triton.client import call, connect, server_metadata
     from agent.ui import progress
 
     client = connect(opts.url, opts.protocol)

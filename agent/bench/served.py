@@ -19,7 +19,7 @@ server's process tree (psutil, or NVML on a GPU), when this node runs it,
 gives ``telemetry`` (:func:`telemetry_sources`, :mod:`agent.telemetry`).
 
 Before measuring, one served request per model is checked against the engine
-run in-process (``agent.runtimes``) with :func:`agent.verify.verify` and the
+run in-process (``agent.runners``) with :func:`agent.build.verify.verify` and the
 engine's own tolerances: a served model that answers differently fails the
 benchmark, by name."""
 
@@ -38,7 +38,7 @@ from agent.bench.measure import STABLE_WINDOWS, Window, measure_until_stable
 from agent.bench.options import BenchOptions
 from agent.config import AgentConfig
 from agent.errors import AgentError
-from agent.runtimes import Runner
+from agent.runners import Runner
 from agent.schema import (
     BenchResult,
     BenchSettings,
@@ -57,9 +57,6 @@ from agent.triton.client import (
     server_metadata,
 )
 from agent.triton.repo import wire_dtype
-
-# the names this module's users imported before agent.triton.client existed
-_module, _client, _call = protocol_module, connect, call
 
 
 @dataclass
@@ -85,7 +82,7 @@ class Served:
             from agent.classify.imagenet import image_batch
 
             return image_batch(list(self.images), batch)
-        from agent.verify import random_batch
+        from agent.build.verify import random_batch
 
         return random_batch(batch, tuple(self.record.inputs[0].shape[1:]))
 
@@ -400,7 +397,7 @@ def _served_classifiers(client, protocol: str, opts: BenchOptions, engines: dict
 
 
 def _served_models(client, protocol: str, opts: BenchOptions) -> list[Served]:
-    from agent.manifest import load_manifest
+    from agent.build.manifest import load_manifest
 
     manifest = load_manifest(opts.engines_dir, missing_ok=False)
     index = repository_index(client, protocol)
@@ -447,8 +444,8 @@ def _checked_batches(out: list[Served], opts: BenchOptions) -> list[Served]:
 def check_served(client, protocol: str, served: Served, engines_dir) -> None:
     """One served request equals the in-process engine within the engine's tolerance
     (a classifier: its probabilities equal preprocessing + the engine + softmax here)."""
-    from agent.runtimes import load_runner
-    from agent.verify import verify
+    from agent.build.verify import verify
+    from agent.runners import load_runner
 
     rec = served.record
     engine = load_runner(rec, engines_dir, device="cpu" if rec.device == "cpu" else "cuda")

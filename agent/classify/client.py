@@ -1,6 +1,6 @@
 """Classify encoded images: through a node's Triton ensemble (tritonclient, HTTP or
 gRPC, Triton's classification extension for the top k) or in-process (the same
-preprocessing, the engine through ``agent.runtimes``, the same softmax)."""
+preprocessing, the engine through ``agent.runners``, the same softmax)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ Top = list[tuple[str, int, float]]  # (label, class id, probability), best first
 
 
 def classify_served(images: list[bytes], model: str, url: str, protocol: str, k: int) -> list[Top]:
-    from agent.triton.client import call, connect, protocol_module
     from agent.triton.classifier import classifier_name
+    from agent.triton.client import call, connect, protocol_module
 
     mod = protocol_module(protocol)
     client = connect(url, protocol)
@@ -38,9 +38,9 @@ def classify_served(images: list[bytes], model: str, url: str, protocol: str, k:
 
 
 def classify_local(images: list[bytes], model: str, engines: Path, k: int) -> list[Top]:
-    from agent.manifest import load_manifest
+    from agent.build.manifest import load_manifest
     from agent.registry import imagenet_labels
-    from agent.runtimes import load_runner
+    from agent.runners import load_runner
     from agent.triton.classifier import pick_engines
 
     record = pick_engines([r for r in load_manifest(engines, missing_ok=False).engines.values()

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from agent.classify.imagenet import Preprocessing, image_batch, preprocess
-from agent.runtimes import Runner
+from agent.runners import Runner
 
 
 class ImageRunner(Runner):

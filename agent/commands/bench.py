@@ -136,7 +136,7 @@ def bench(
 
         atomic_write_text(csv_out, perf_analyzer_csv(doc, verbose=verbose_csv))
 
-    from agent.push import push_spool, spool_document
+    from agent.collector.push import push_spool, spool_document
 
     spool_document(doc, config)
     if push:

@@ -1,4 +1,4 @@
-"""``agent build-engines``: export, verify and record engines (see agent/build.py)."""
+"""``agent build-engines``: export, verify and record engines (see agent/build/)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def build_engines(
 ) -> None:
     """Export, verify against eager PyTorch, and record engines (incremental, crash-safe)."""
     from agent import registry
-    from agent.build import BuildOptions, failures_error, print_summary, run_build
+    from agent.build.pipeline import BuildOptions, failures_error, print_summary, run_build
     from agent.errors import AgentError
     from agent.triton.repo import BACKEND_ALIASES, BACKENDS
 

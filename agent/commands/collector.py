@@ -30,8 +30,14 @@ def serve(
     """Serve the collector HTTP API (OpenAPI at /docs) after migrating the database."""
     import os
 
-    from agent.collector.db import (default_db_url, has_password, make_engine, migrate, redact,
-                                    with_password)
+    from agent.collector.db import (
+        default_db_url,
+        has_password,
+        make_engine,
+        migrate,
+        redact,
+        with_password,
+    )
     from agent.config import load_config
     from agent.ui import console_err
 

@@ -22,9 +22,9 @@ def push(
     A document the collector rejects for good (4xx, or a 5xx repeated while it is healthy)
     moves to SPOOL/dead-letter with its reason and the others go on; the exit status is 3
     when that happened, 2 when documents remain in the spool (collector unreachable)."""
+    from agent.collector.push import collector_base, push_spool, requeue_dead_letters, spooled
     from agent.config import load_config
     from agent.errors import AgentError
-    from agent.push import collector_base, push_spool, requeue_dead_letters, spooled
     from agent.ui import console
 
     config = load_config()

@@ -15,7 +15,12 @@ DOCUMENTS = ("result", "manifest")
 def json_schema(document: str) -> dict:
     """The JSON Schema (draft 2020-12) of ``result`` (what the collector ingests) or
     ``manifest`` (a build directory's manifest.json), generated from the pydantic models."""
-    from agent.schema import MANIFEST_SCHEMA_VERSION, RESULT_SCHEMA_VERSION, Manifest, ResultDocument
+    from agent.schema import (
+        MANIFEST_SCHEMA_VERSION,
+        RESULT_SCHEMA_VERSION,
+        Manifest,
+        ResultDocument,
+    )
 
     model, version = {"result": (ResultDocument, RESULT_SCHEMA_VERSION),
                       "manifest": (Manifest, MANIFEST_SCHEMA_VERSION)}[document]

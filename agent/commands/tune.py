@@ -97,7 +97,7 @@ def tune(
     _print(outcomes, opts)
     if json_out is not None:
         atomic_write_text(json_out, doc.model_dump_json(indent=2) + "\n")
-    from agent.push import push_spool, spool_document
+    from agent.collector.push import push_spool, spool_document
 
     spool_document(doc, config)
     if push:

@@ -55,8 +55,8 @@ def mirror_collector(base_url: str, token: str, since: datetime | None = None,
     from pydantic import ValidationError
 
     from agent.collector.ingest import ingest_many
+    from agent.collector.push import collector_base
     from agent.collector.tables import metadata
-    from agent.push import collector_base
     from agent.schema import ResultDocument
     from agent.ui import progress
 

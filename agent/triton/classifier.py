@@ -62,7 +62,7 @@ def pick_engines(records: list[EngineRecord]) -> dict[str, EngineRecord]:
 
 def classifier_models(records: list[EngineRecord], instances: int = 1) -> list[ExtraModel]:
     from agent.classify.imagenet import Preprocessing
-    from agent.registry import NUM_CLASSES, LABELS_FILE
+    from agent.registry import LABELS_FILE, NUM_CLASSES
     from agent.templating import render
 
     engines = pick_engines(records)

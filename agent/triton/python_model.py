@@ -3,7 +3,7 @@
 `agent repo --backend python` copies this file to ``<repo>/<name>/1/model.py``
 next to the engine files and ``engine.json`` (the engine's manifest record with
 file paths relative to the version directory). The engine is loaded through
-``agent.runtimes.load_runner`` — the same code the in-process benchmark and the
+``agent.runners.load_runner`` — the same code the in-process benchmark and the
 verification use — so the served output equals the in-process one.
 
 The process hop (Triton's server process -> this stub process over shared
@@ -60,7 +60,7 @@ def use_session_options(runner, path: Path, opts) -> None:
 
 class TritonPythonModel:
     def initialize(self, args: dict) -> None:
-        from agent.runtimes import load_runner
+        from agent.runners import load_runner
         from agent.schema import EngineRecord
 
         version_dir = Path(args["model_repository"]) / args["model_version"]

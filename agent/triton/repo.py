@@ -12,7 +12,7 @@ Two variants (``backend``):
   (platform ``onnxruntime_onnx`` / ``pytorch_libtorch`` / ``tensorrt_plan``), KIND_GPU.
 * ``python`` — for the CPU-only ``tritonserver`` bundled in nvidia-pytriton
   (python backend only): ``1/model.py`` (agent/triton/python_model.py) runs
-  the same engine file through ``agent.runtimes`` on the CPU, KIND_CPU.
+  the same engine file through ``agent.runners`` on the CPU, KIND_CPU.
   TensorRT engines have no python variant (no TensorRT on CPU nodes).
 
 Only engines whose verification passed enter the repository. Before anything
@@ -36,10 +36,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.build.manifest import check_file_hashes, manifest_path
 from agent.errors import AgentError
 from agent.exporters import FILENAMES
 from agent.fsutil import atomic_path, clone_or_copy, remove_stale_temporaries, sha256_file
-from agent.manifest import check_file_hashes, manifest_path
 from agent.schema import EngineRecord, Manifest
 from agent.templating import render
 
@@ -91,7 +91,7 @@ class RepoReport:
 
 
 def load_manifest(engines_dir: Path) -> Manifest:
-    from agent.manifest import load_manifest as load
+    from agent.build.manifest import load_manifest as load
 
     return load(engines_dir, missing_ok=False)
 

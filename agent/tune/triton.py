@@ -201,18 +201,17 @@ def write_back(repo: Path, mo: ModelOutcome, record, opts: TuneOptions) -> Path:
 
 
 def run_tune(opts: TuneOptions, config: AgentConfig, on_point=None) -> tuple[ResultDocument, list[ModelOutcome]]:
-    from agent.bench.served import _call, _client, _served_models, check_served, telemetry_sources
+    from agent.bench.served import _served_models, check_served, telemetry_sources
     from agent.facts import node_facts
-    from agent.triton.api import TritonAPI
+    from agent.triton.client import TritonAPI, connect, server_metadata
 
     b = opts.bench
-    client = _client(b.url, b.protocol)
+    client = connect(b.url, b.protocol)
     api = TritonAPI(b.url)
     outcomes: list[ModelOutcome] = []
     results: list[BenchResult] = []
     try:
-        meta = _call("server metadata", client.get_server_metadata) if b.protocol == "http" else \
-            _call("server metadata", client.get_server_metadata, as_json=True)
+        meta = server_metadata(client, b.protocol)
         served = _served_models(client, b.protocol, b)
         node = node_facts(config)
         node.triton_version = meta.get("version") or node.triton_version

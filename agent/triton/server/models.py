@@ -68,7 +68,7 @@ def check_model_files(model_dir: Path) -> str | None:
     Every backend goes through this before Triton is asked to load the model:
     native platforms (onnxruntime_onnx, pytorch_libtorch, tensorrt_plan) load the
     file themselves and would serve a corrupted or replaced engine silently."""
-    from agent.manifest import check_file_hashes
+    from agent.build.manifest import check_file_hashes
 
     marker_path = Path(model_dir) / MARKER
     if not marker_path.is_file():

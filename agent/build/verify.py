@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.runtimes import Runner
+from agent.runners import Runner
 from agent.schema import Verification
 
 TOLERANCES = {"fp32": (1e-3, 1.0), "fp16": (2e-2, 0.9)}  # precision -> (rtol, min_top1)

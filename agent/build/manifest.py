@@ -82,7 +82,7 @@ def check_file_hashes(files: Mapping[str, str], root: Path) -> str | None:
     its recorded sha256, else the first problem, naming the file. Shared by
     ``agent repo`` (the build directory's files before anything is written, and
     the copies it writes) and ``agent serve`` (a model's files before Triton is
-    asked to load it) and, through ``agent.runtimes.check_files``, the build cache
+    asked to load it) and, through ``agent.runners.check_files``, the build cache
     and engine loading."""
     if not files:
         return "no files are recorded"

@@ -6,7 +6,7 @@
    builds, and plan: an engine is reused when its manifest record has the same
    build key and every file matches its sha256; otherwise it is rebuilt (its
    stale record is dropped from the manifest first).
-3. Engines build in a long-lived ``python -m agent.build_worker`` (torch is
+3. Engines build in a long-lived ``python -m agent.build.worker`` (torch is
    imported once, not once per model): an exporter crash, a segfault, an OOM
    kill or ``--timeout`` fails that model's engines, not the run — the next
    model gets a fresh worker. Workers are also recycled every
@@ -31,6 +31,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from agent import registry
+from agent.build.manifest import build_key, engine_name, load_manifest, save_manifest
 from agent.defaults import MAX_BATCH
 from agent.errors import AgentError
 from agent.exporters import (
@@ -44,8 +45,7 @@ from agent.exporters import (
     check_supported,
 )
 from agent.fsutil import ensure_writable_dir, remove_stale_temporaries
-from agent.manifest import build_key, engine_name, load_manifest, save_manifest
-from agent.runtimes import check_files
+from agent.runners import check_files
 from agent.schema import EngineRecord, Manifest, ToolVersions
 
 LOCK_NAME = ".build.lock"
@@ -95,7 +95,7 @@ class Job(BaseModel):
 
 class WorkerJob(BaseModel):
     """One model's engines as they cross to the build worker: one JSON line, this shape
-    on both sides (``agent/build_worker.py`` validates it back)."""
+    on both sides (``agent/build/worker.py`` validates it back)."""
 
     model: str
     out: Path
@@ -173,7 +173,7 @@ def plan(opts: BuildOptions, manifest: Manifest, tools: ToolVersions) -> tuple[l
 
 
 def _worker_cmd() -> list[str]:
-    return [sys.executable, "-m", "agent.build_worker"]
+    return [sys.executable, "-m", "agent.build.worker"]
 
 
 def _last_line(log: Path) -> str:

@@ -33,12 +33,12 @@ def emit(kind: str, payload: str) -> None:
 def build_one(model, spec, job, out: Path, opts, tools) -> dict:
     import torch
 
+    from agent.build.manifest import engine_subdir
+    from agent.build.verify import verify
     from agent.exporters import EXPORTER_VERSIONS, export  # noqa: F401
     from agent.fsutil import atomic_path, sha256_file
-    from agent.manifest import engine_subdir
-    from agent.runtimes import TorchRunner, load_runner
+    from agent.runners import TorchRunner, load_runner
     from agent.schema import EngineRecord
-    from agent.verify import verify
 
     fmt, precision = job.format, job.precision
     sub = engine_subdir(spec.name, fmt, precision)
@@ -75,7 +75,7 @@ def build_one(model, spec, job, out: Path, opts, tools) -> dict:
 
 
 def build_model(job) -> None:
-    """All engines of one model (an ``agent.build.WorkerJob``); one ``@@done`` per engine
+    """All engines of one model (an ``agent.build.pipeline.WorkerJob``); one ``@@done`` per engine
     whatever happens."""
     from agent import registry
     from agent.errors import AgentError
@@ -112,7 +112,7 @@ def main() -> int:
     for line in stdin:
         if not line.strip():
             continue
-        from agent.build import WorkerJob
+        from agent.build.pipeline import WorkerJob
 
         job = WorkerJob.model_validate_json(line)
         build_model(job)
