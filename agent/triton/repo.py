@@ -36,11 +36,11 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.build.manifest import check_file_hashes, manifest_path
+from agent.build.manifest import check_file_hashes, load_manifest, manifest_path
 from agent.errors import AgentError
 from agent.exporters import FILENAMES
 from agent.fsutil import atomic_path, clone_or_copy, remove_stale_temporaries, sha256_file
-from agent.schema import EngineRecord, Manifest
+from agent.schema import EngineRecord
 from agent.templating import render
 
 MARKER = "inferfleet.json"
@@ -88,12 +88,6 @@ class RepoReport:
     @property
     def models(self) -> list[str]:
         return sorted(self.written + self.unchanged)
-
-
-def load_manifest(engines_dir: Path) -> Manifest:
-    from agent.build.manifest import load_manifest as load
-
-    return load(engines_dir, missing_ok=False)
 
 
 def repo_models(repo: Path) -> list[str]:
@@ -236,7 +230,7 @@ def write_repository(engines_dir: Path, repo: Path, opts: RepoOptions | None = N
     if opts.instances < 1 or opts.queue_delay_us < 0:
         raise AgentError("--instances must be >= 1 and --queue-delay-us >= 0")
     engines_dir = Path(engines_dir)
-    manifest = load_manifest(engines_dir)
+    manifest = load_manifest(engines_dir, missing_ok=False)
     repo = Path(repo)
     if repo.exists() and not repo.is_dir():
         raise AgentError(f"--repo {repo} exists and is not a directory")
