@@ -74,6 +74,7 @@ STAGE_LIMITS = {
     "bench.yml": 1800,
     "push again": 600,
     "report": 600,
+    "tune.yml": 1500,
     "site.yml (rerun)": 900,
     "site.yml (upgrade one pin)": 1800,
     "bench.yml (after upgrade)": 1200,
@@ -435,6 +436,43 @@ def test_fleet_report_matches_the_pushed_results(benched: Fleet, tmp_path: Path)
     assert all(name in html for name in NODES)
     assert "% queue)" in html  # the per-node tables show the split
     assert "<img" in html or "<svg" in html, "the HTML report has no figure"
+
+
+TUNED = MODELS[0]
+TUNE_VARS = {  # a tiny grid: 3 points per node, a budget no CPU misses
+    "inferfleet_tune_models": [TUNED], "inferfleet_tune_formats": "onnx", "inferfleet_tune_p99_budget_ms": 5000,
+    "inferfleet_tune_search": "brute", "inferfleet_tune_instances": [1], "inferfleet_tune_max_batch": [4],
+    "inferfleet_tune_queue_delays": ["off", 0], "inferfleet_tune_concurrency": [2],
+    "inferfleet_tune_args": "--warmup 1 --duration 0.3 --max-windows 3 --json-file /tmp/tune.json",
+}
+
+
+def test_tune_writes_serves_and_reports_each_nodes_best_configuration(benched: Fleet, tmp_path: Path) -> None:
+    """tune.yml: `agent tune` on both nodes (model control API, no restart), the chosen
+    configuration written into each node's repository and served, every point pushed, and
+    the fleet report's tuning section naming both nodes (tuning points never ranked)."""
+    from test_tune import check_report_tuning, check_tuned_repository
+
+    with Stage("tune.yml") as st:
+        rc, doc, raw = benched.playbook("tune.yml", extra=TUNE_VARS, timeout=st.left())
+    assert rc == 0, "tune.yml failed: " + raw[-6000:]
+    model = f"{TUNED}_onnx"
+    for name, port in NODES.items():
+        tune_doc = json.loads(benched.sh(name, "cat /tmp/tune.json"))
+        local = tmp_path / name / model
+        local.mkdir(parents=True)
+        (local / "config.pbtxt").write_text(benched.sh(name, f"cat /var/lib/inferfleet/triton-repo/{model}/config.pbtxt"))
+        chosen = check_tuned_repository(local, tune_doc)
+        served = json.loads(benched.sh(name, f"curl -fsS http://127.0.0.1:{port}/v2/models/{model}/config"))
+        assert served["max_batch_size"] == chosen["max_batch_size"], served
+        assert ("dynamic_batching" in served) == chosen["dynamic_batching"], served
+        assert {r["tuning"]["search"] for r in tune_doc["results"]} == {"brute"}
+        assert any(run["id"] == tune_doc["id"] for run in benched.runs(node=name)), f"{name}: tune run not pushed"
+    with Stage("report") as st:
+        r = benched.report(tmp_path / "report", timeout=st.left())
+    assert r.returncode == 0, r.stderr[-3000:]
+    check_report_tuning((tmp_path / "report" / "report.html").read_text(),
+                        (tmp_path / "report" / "report.md").read_text(), TUNED, list(NODES))
 
 
 def test_rerun_changes_nothing_and_one_pin_moves_one_package(benched: Fleet, tmp_path: Path) -> None:
