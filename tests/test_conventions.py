@@ -86,7 +86,7 @@ def test_requirements_cover_every_collection_used():
 # --- tags -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("playbook", ["site.yml", "bench.yml", "collect.yml"])
+@pytest.mark.parametrize("playbook", sorted(p.name for p in (ANSIBLE / "playbooks").glob("*.yml")))
 def test_every_role_entry_is_tagged(playbook):
     untagged = []
     for play in _yaml(ANSIBLE / "playbooks" / playbook):
