@@ -19,12 +19,20 @@ import numpy as np
 import psutil
 import pytest
 
+from agent.errors import AgentError
+from agent.triton.client import TritonAPI
 from agent.triton.server import free_port
 from conftest import error_line, run_cli
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow, pytest.mark.timeout(600)]
 
 SERVED = ("squeezenet1_1", "mobilenet_v3_small")
+
+
+def model_config(url: str, model: str) -> dict:
+    """The served configuration of ``model`` (through the agent's Triton client)."""
+    with TritonAPI(url) as api:
+        return api.model_config(model)
 
 
 def tritonservers() -> list[psutil.Process]:
@@ -234,7 +242,7 @@ def test_reload_picks_up_a_changed_model_without_restart(node):
     out = " ".join(r.stdout.split())
     assert "reloaded: mobilenet_v3_small_onnx;" in out
     assert "unchanged: squeezenet1_1_onnx, squeezenet1_1_torchscript" in out
-    cfg = httpx.get(f"http://{node.url}/v2/models/mobilenet_v3_small_onnx/config", timeout=10).json()
+    cfg = model_config(node.url, "mobilenet_v3_small_onnx")
     assert cfg["instance_group"][0]["count"] == 2
     assert node.pid() == pid and psutil.pid_exists(pid)
     assert {m["name"] for m in node.status()["models"]} == {
@@ -267,9 +275,9 @@ def test_reload_refuses_a_corrupted_model_while_the_others_reload(node):
     assert "1 model(s) failed to load, 2 other(s) serving" in line and "keeps serving" in line
     assert "reloaded: mobilenet_v3_small_onnx;" in " ".join(r.stdout.split())
     assert log.read_text().count("loading: squeezenet1_1_torchscript:1") == loads  # Triton was not asked
-    config = httpx.get(f"http://{node.url}/v2/models/squeezenet1_1_torchscript/config", timeout=10).json()
+    config = model_config(node.url, "squeezenet1_1_torchscript")
     assert config["instance_group"][0]["count"] == 1  # the version loaded before
-    config = httpx.get(f"http://{node.url}/v2/models/mobilenet_v3_small_onnx/config", timeout=10).json()
+    config = model_config(node.url, "mobilenet_v3_small_onnx")
     assert config["instance_group"][0]["count"] == 1
     states = {m["name"]: m["state"] for m in node.status()["models"]}
     assert states == {"squeezenet1_1_onnx": "READY", "squeezenet1_1_torchscript": "READY",
@@ -302,10 +310,10 @@ def test_foreground_for_systemd(node, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"http://127.0.0.1:{ports[0]}/v2/models/squeezenet1_1_onnx/ready",
-                             timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
+                with TritonAPI(f"127.0.0.1:{ports[0]}", timeout=2) as api:
+                    if api.model_ready("squeezenet1_1_onnx"):
+                        break
+            except AgentError:
                 pass
             assert proc.poll() is None, "foreground server exited"
             time.sleep(0.5)

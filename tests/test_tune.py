@@ -250,7 +250,7 @@ def test_tune_against_a_real_tritonserver(built_engines, tmp_path):
     """squeezenet1_1 ONNX through the python backend: brute search over 4 configurations
     at one concurrency (plus the default), 0.3 s windows. Asserts structure only: the
     points, one chosen within the (generous) budget, written back, served after reload."""
-    import httpx
+    from agent.triton.client import TritonAPI
     import psutil
     from conftest import run_cli
 
@@ -294,7 +294,8 @@ def test_tune_against_a_real_tritonserver(built_engines, tmp_path):
         # the server serves the written configuration (tune reloaded it from its file), and reload agrees
         r = run_cli("serve", "reload", "--state-dir", str(state), "--repo", str(repo), env=env)
         assert r.returncode == 0, r.stdout + r.stderr
-        cfg = httpx.get(f"http://{url}/v2/models/squeezenet1_1_onnx/config", timeout=10).json()
+        with TritonAPI(url) as api:
+            cfg = api.model_config("squeezenet1_1_onnx")
         assert cfg["max_batch_size"] == t["max_batch_size"]
         assert cfg["instance_group"][0]["count"] == t["instances"]
         assert ("dynamic_batching" in cfg) == t["dynamic_batching"]
