@@ -31,6 +31,7 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 
 from agent import __version__
+from agent.collector import HEALTH_PATH, RESULTS_PATH
 from agent.collector.ingest import ingest, to_utc_naive
 from agent.collector.tables import nodes, results, runs
 from agent.schema import (
@@ -42,7 +43,6 @@ from agent.schema import (
 
 DEFAULT_MAX_BODY = 4 * 1024 * 1024
 MAX_JSON_DEPTH = 32  # a result document nests 4 deep; json.loads recurses and would crash near 1,000
-RESULTS_PATH = "/v1/results"
 _NOT_STRUCTURE = bytes(c for c in range(256) if c not in b'"[]{}')  # bytes.translate deletes these
 _QUOTED = re.compile(rb'"[^"]*"')
 _EMPTY_PAIR = re.compile(rb"\[\]|\{\}")
@@ -234,7 +234,7 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
     def prometheus_metrics() -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE)
 
-    @app.get("/healthz", tags=["service"])
+    @app.get(HEALTH_PATH, tags=["service"])
     def healthz() -> dict:
         with engine.connect() as conn:
             conn.execute(select(1))

@@ -32,13 +32,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.collector import HEALTH_PATH, RESULTS_PATH
 from agent.config import AgentConfig
 from agent.errors import AgentError
 from agent.fsutil import TMP_PREFIX, atomic_write_text
 from agent.schema import ResultDocument
 
-RESULTS_PATH = "/v1/results"
-HEALTH_PATH = "/healthz"
 DEAD_LETTER_DIR = "dead-letter"
 LOCK_NAME = ".push.lock"
 BACKOFF_BASE_S = 0.5
