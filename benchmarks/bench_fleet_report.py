@@ -77,7 +77,7 @@ if __name__ == "__main__":
 def generate(url: str, nodes: int) -> tuple[float, int]:
     from agent.collector.db import make_engine, migrate
     from agent.collector.ingest import ingest_many
-    from agent.fleet.synthetic import BACKEND_SPEEDUP, MODELS, fleet
+    from testing.synthetic_fleet import BACKEND_SPEEDUP, MODELS, fleet
 
     engine = make_engine(url)
     migrate(engine)
@@ -117,7 +117,7 @@ def measure(code_root: Path, url: str, out: Path, results_csv: bool | None = Non
 
 
 def main() -> None:
-    from agent.fleet.synthetic import BACKEND_SPEEDUP, MODELS
+    from testing.synthetic_fleet import BACKEND_SPEEDUP, MODELS
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--nodes", type=int, default=1000)

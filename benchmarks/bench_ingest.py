@@ -39,7 +39,7 @@ _TEMPLATES: dict[tuple[str, int], bytes] = {}
 
 def _bodies(size: str, node: int, count: int, tag: str) -> list[bytes]:
     """``count`` documents of one node, each with its own id (one template, ids substituted)."""
-    from agent.fleet.synthetic import MODELS, make_document, make_node
+    from testing.synthetic_fleet import MODELS, make_document, make_node
 
     if (size, node) not in _TEMPLATES:
         kw = {k: v for k, v in SIZES[size].items() if v is not None}

@@ -44,10 +44,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from rich.table import Table
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # testing/ (not shipped)
 
-from agent.bench.options import BenchOptions
-from agent.ui import console
+from rich.table import Table  # noqa: E402
+
+from agent.bench.options import BenchOptions  # noqa: E402
+from agent.ui import console  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "resnet18"
@@ -332,7 +334,8 @@ def main() -> int:
     from agent.build.pipeline import BuildOptions, failures_error, run_build
     from agent.triton.client import connect
     from agent.triton.repo import RepoOptions, write_repository
-    from agent.triton.server import ServerSettings, free_port, start, stop
+    from agent.triton.server import ServerSettings, start, stop
+    from testing.ports import free_port
 
     args.out.mkdir(parents=True, exist_ok=True)
     engines = args.out / "engines"

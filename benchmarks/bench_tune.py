@@ -22,9 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
-from agent.ui import console
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # testing/ (not shipped)
+
+from agent.ui import console  # noqa: E402
 
 MODEL = "resnet18"
 MAX_BATCH = 16
@@ -55,7 +58,8 @@ def main() -> None:
     from agent.config import load_config
     from agent.triton.client import TritonAPI, connect
     from agent.triton.repo import RepoOptions, write_repository
-    from agent.triton.server import ServerSettings, free_port, start, stop
+    from agent.triton.server import ServerSettings, start, stop
+    from testing.ports import free_port
     from agent.tune.search import Grid
     from agent.tune.triton import ModelTuner, TuneOptions, run_tune
     from agent.ui import parse_ints

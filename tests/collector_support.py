@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.triton.server import free_port
+from testing.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "test-token-" + uuid.uuid4().hex

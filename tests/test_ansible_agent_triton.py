@@ -299,7 +299,7 @@ def test_collect_fetches_spooled_results_and_pushes_them(converged: Node, tmp_pa
     from collector_support import TOKEN as COLLECTOR_TOKEN
     from collector_support import Collector
 
-    from agent.fleet.synthetic import make_document, make_node
+    from testing.synthetic_fleet import make_document, make_node
 
     n = converged
     docs = [make_document(make_node(7), models=("resnet18",)) for _ in range(2)]

@@ -59,7 +59,8 @@ def test_undecodable_bytes_are_one_clear_error():
 
 @pytest.fixture(scope="module")
 def node(built_engines, tmp_path_factory):
-    from agent.triton.server import ServerSettings, free_port, start, stop
+    from agent.triton.server import ServerSettings, start, stop
+    from testing.ports import free_port
 
     root = tmp_path_factory.mktemp("classify")
     engines = root / "engines"

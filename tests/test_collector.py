@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from collector_support import *  # noqa: E402,F403  (fixtures)
 from collector_support import TOKEN, Collector, run_agent  # noqa: E402
 
-from agent.fleet.synthetic import make_document, make_node  # noqa: E402
+from testing.synthetic_fleet import make_document, make_node  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.triton.server import free_port
+from testing.ports import free_port
 
 from node_support import (
     NODE_CA_BUNDLE,

@@ -19,7 +19,7 @@ from collector_support import Collector, agent_env, run_agent  # noqa: E402
 
 from agent.collector.db import make_engine, migrate  # noqa: E402
 from agent.collector.ingest import ingest, ingest_many  # noqa: E402
-from agent.fleet.synthetic import make_document, make_node  # noqa: E402
+from testing.synthetic_fleet import make_document, make_node  # noqa: E402
 
 MODELS = ("resnet18", "squeezenet1_1", "mobilenet_v3_small")
 T0 = datetime(2025, 5, 1, tzinfo=UTC)

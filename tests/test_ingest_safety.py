@@ -22,7 +22,7 @@ from collector_support import *  # noqa: E402,F403  (fixtures)
 from collector_support import TOKEN, TOKEN_ENV, Collector, agent_env, run_agent  # noqa: E402
 
 from agent.config import AgentConfig  # noqa: E402
-from agent.fleet.synthetic import make_document, make_node  # noqa: E402
+from testing.synthetic_fleet import make_document, make_node  # noqa: E402
 from agent.collector.push import DEAD_LETTER_DIR, push_spool, spool_document, spooled  # noqa: E402
 from agent.schema import utcnow  # noqa: E402
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.bench.loadgen import Run, read_detail, read_verdict, search_server_qps
 from agent.schema import ResultDocument
-from agent.triton.server import free_port
+from testing.ports import free_port
 from conftest import error_line, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

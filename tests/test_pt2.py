@@ -69,7 +69,8 @@ def test_pt2_is_served_by_triton_with_the_engines_outputs(pt2_engines, tmp_path)
 
     from agent.build.manifest import load_manifest
     from agent.runners import load_runner
-    from agent.triton.server import ServerSettings, free_port, start, stop
+    from agent.triton.server import ServerSettings, start, stop
+    from testing.ports import free_port
     from agent.build.verify import random_batch
 
     engines = tmp_path / "engines"

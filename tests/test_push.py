@@ -17,7 +17,7 @@ from collector_support import TOKEN, TOKEN_ENV, Collector, agent_env, free_port,
 
 from agent.config import AgentConfig  # noqa: E402
 from agent.errors import AgentError  # noqa: E402
-from agent.fleet.synthetic import make_document, make_node  # noqa: E402
+from testing.synthetic_fleet import make_document, make_node  # noqa: E402
 from agent.collector.push import backoff_delay, push_spool, spool_document, spool_lock, spooled  # noqa: E402
 
 pytestmark = pytest.mark.slow

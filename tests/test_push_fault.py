@@ -22,7 +22,7 @@ PUSHER = r"""
 import sys, time
 from agent.config import load_config
 from agent.errors import AgentError
-from agent.fleet.synthetic import make_document, make_node
+from testing.synthetic_fleet import make_document, make_node
 from agent.collector.push import push_spool, spool_document
 node, count, url = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 cfg = load_config()

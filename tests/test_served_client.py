@@ -20,7 +20,8 @@ MODEL = "squeezenet1_1"
 @pytest.fixture(scope="module")
 def server(built_engines, tmp_path_factory):
     from agent.triton.repo import RepoOptions, write_repository
-    from agent.triton.server import ServerSettings, free_port, start, stop
+    from agent.triton.server import ServerSettings, start, stop
+    from testing.ports import free_port
 
     root = tmp_path_factory.mktemp("served-client")
     engines = root / "engines"

@@ -136,7 +136,8 @@ def test_server_side_counts_match_the_client_and_split_fits_in_its_latency(tmp_p
     server's CPU gauge (--allow-cpu-metrics) is read."""
     import tritonclient.http as th
 
-    from agent.triton.server import ServerSettings, free_port, start, stop
+    from agent.triton.server import ServerSettings, start, stop
+    from testing.ports import free_port
 
     repo = tmp_path / "repo"
     (repo / "ident" / "1").mkdir(parents=True)

@@ -17,6 +17,7 @@ from agent.errors import AgentError
 from agent.build.manifest import load_manifest, save_manifest
 from agent.triton import server
 from agent.triton.repo import RepoOptions, render_config, write_repository
+from testing.ports import free_port
 
 
 @pytest.fixture
@@ -265,8 +266,8 @@ def test_serve_checks_a_platform_model_before_triton_loads_it(engines, tmp_path,
         raise SystemExit(cmd)
 
     monkeypatch.setattr(server.os, "execvpe", execvpe)
-    s = server.ServerSettings(repo=repo, state_dir=tmp_path / "fg", http_port=server.free_port(),
-                              grpc_port=server.free_port(), metrics_port=server.free_port())
+    s = server.ServerSettings(repo=repo, state_dir=tmp_path / "fg", http_port=free_port(),
+                              grpc_port=free_port(), metrics_port=free_port())
     with pytest.raises(SystemExit) as exc:
         server.exec_foreground(s)
     loads = [a for a in exc.value.code if a.startswith("--load-model")]
@@ -328,7 +329,7 @@ def test_start_refuses_bad_input(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         s = server.ServerSettings(repo=repo, state_dir=tmp_path / "s", http_port=port,
-                                  grpc_port=server.free_port(), metrics_port=server.free_port())
+                                  grpc_port=free_port(), metrics_port=free_port())
         with pytest.raises(AgentError, match=f"port {port} \\(--http-port\\) on 127.0.0.1 is already in use"):
             server.start(s)
     assert not (tmp_path / "s" / "server.json").exists()

@@ -21,7 +21,7 @@ import pytest
 
 from agent.errors import AgentError
 from agent.triton.client import TritonAPI
-from agent.triton.server import free_port
+from testing.ports import free_port
 from conftest import error_line, run_cli
 
 pytestmark = [pytest.mark.triton, pytest.mark.slow, pytest.mark.timeout(600)]

@@ -114,7 +114,7 @@ def test_cli_refuses_bad_options(cli, tmp_path):
 def tuning_doc(node: int = 0, gpu: str | None = "NVIDIA A10", price: float | None = 1.2,
                created: datetime = T0, chosen_ips: float = 300.0, default_ips: float = 200.0) -> ResultDocument:
     """One node's tuning run: two default points, three search points, the last one chosen."""
-    from agent.fleet.synthetic import make_node
+    from testing.synthetic_fleet import make_node
 
     n = make_node(node)
     n = n.model_copy(update={"gpu_name": gpu, "price_per_hour": price})
@@ -163,7 +163,7 @@ def test_collector_stores_tuning_points_and_the_report_keeps_them_out_of_ranking
     from agent.collector.db import current_revision, make_engine, migrate
     from agent.collector.ingest import ingest
     from agent.fleet.data import build_report
-    from agent.fleet.synthetic import make_document, make_node
+    from testing.synthetic_fleet import make_document, make_node
 
     engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
     migrate(engine)
@@ -254,7 +254,7 @@ def test_tune_against_a_real_tritonserver(built_engines, tmp_path):
     import psutil
     from conftest import run_cli
 
-    from agent.triton.server import free_port
+    from testing.ports import free_port
 
     engines = tmp_path / "engines"
     shutil.copytree(built_engines, engines, ignore=shutil.ignore_patterns("triton-repo"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from agent.triton.server import free_port  # noqa: F401  (re-exported for the tests)
+from testing.ports import free_port  # noqa: F401  (re-exported for the tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"

@@ -5,5 +5,4 @@
 - ``plots``     — inline SVG figures from the per-GPU summary
 - ``render``    — HTML (self-contained), Markdown and CSV outputs
 - ``source``    — open a collector database, or mirror a running collector
-- ``synthetic`` — realistic result documents for tests and benchmarks
 """

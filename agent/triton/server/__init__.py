@@ -53,7 +53,6 @@ from agent.triton.server.settings import (  # noqa: F401
     TRITON_RELEASE,
     ServerSettings,
     check_ports_free,
-    free_port,
     log_tail,
     read_state,
     runtime_name,

@@ -98,12 +98,6 @@ def triton_flags(s: ServerSettings, repo: str, bind: str | None) -> list[str]:
 
 
 # ------------------------------------------------------------------- checks
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def check_ports_free(s: ServerSettings) -> None:
     seen: dict[int, str] = {}
     for opt, port in (("--http-port", s.http_port), ("--grpc-port", s.grpc_port), ("--metrics-port", s.metrics_port)):
