@@ -5,7 +5,7 @@ A Podman container of the project's node image (scripts/node-image.sh: Debian
 containers.podman connection. The roles install the agent wheel built here
 (`pip wheel --no-deps`) into a virtualenv on the node — torch and friends come
 from this machine's local wheel indexes, bind-mounted read-only at the same
-paths — write its config and token file, and run Triton (native mode: the
+paths — write its config and token file, and run Triton (process mode: the
 tritonserver bundled in nvidia-pytriton) under systemd serving a tiny
 python-backend model. Checks: second converge changes nothing, files and modes,
 the agent CLI and a real inference inside the node, a config change restarts

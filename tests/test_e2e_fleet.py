@@ -5,7 +5,7 @@
    come up on a Podman network, and the inventory is written by the SAME
    renderer `make provision` uses (`agent.infra.inventory`), from an output
    document shaped like the Terraform modules' `nodes` output;
-3. `site.yml` converges them (CPU path: the GPU steps skip, Triton in native
+3. `site.yml` converges them (CPU path: the GPU steps skip, Triton in process
    mode on distinct ports), then `bench.yml` builds, serves, benchmarks and
    pushes two small models, plus one short MLPerf offline scenario (LoadGen);
 4. each node's Triton served the agent-built engines, the collector holds each
@@ -264,7 +264,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
                 "agent_pip_extra_index_urls": indexes,
                 "agent_pip_ca_bundle": NODE_CA_BUNDLE if host_ca_bundle() else "",
                 "agent_collector_url": f.collector_url,
-                "triton_mode": "native",
+                "triton_mode": "process",
                 "inferfleet_serial": "100%",
             }))
         yield f
@@ -333,7 +333,7 @@ def test_each_triton_served_the_agent_built_engines(benched: Fleet) -> None:
 
 
 def test_each_node_classifies_an_image_through_triton(benched: Fleet) -> None:
-    """bench.yml deployed the classifiers (native mode's default): an encoded image sent to
+    """bench.yml deployed the classifiers (process mode's default): an encoded image sent to
     each node's <model>_classifier ensemble gets the labels and probabilities the same
     preprocessing and engine give in-process on that node."""
     import importlib.resources
