@@ -12,12 +12,13 @@ the spec's `default`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import yaml
+from readme_blocks import main as update_readmes
+from readme_blocks import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ROOT / "ansible" / "roles"
@@ -82,11 +83,7 @@ def variables_block(role: Path) -> str:
 
 def render(readme_text: str, block: str) -> str:
     """README text with the block between the markers (section appended when absent)."""
-    if BEGIN not in readme_text or END not in readme_text:
-        return readme_text.rstrip() + f"\n\n## Variables\n\n{BEGIN}\n{block}{END}\n"
-    head, rest = readme_text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}{END}{tail}"
+    return replace_block(readme_text, BEGIN, END, block, heading="## Variables\n\n")
 
 
 def roles() -> list[Path]:
@@ -94,28 +91,8 @@ def roles() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only report READMEs that are out of date")
-    args = parser.parse_args(argv)
-    stale = []
-    for role in roles():
-        readme = role / "README.md"
-        current = readme.read_text() if readme.is_file() else f"# {role.name}\n"
-        wanted = render(current, variables_block(role))
-        if wanted == current:
-            continue
-        stale.append(readme.relative_to(ROOT))
-        if not args.check:
-            tmp = readme.with_suffix(".md.tmp")
-            tmp.write_text(wanted)
-            tmp.replace(readme)
-    if args.check and stale:
-        for path in stale:
-            print(f"error: {path} is out of date: run python scripts/gen_role_docs.py", file=sys.stderr)
-        return 1
-    for path in stale:
-        print(f"wrote {path}")
-    return 0
+    return update_readmes(__doc__, [(role / "README.md", lambda text, role=role: render(text, variables_block(role)),
+                                     role.name) for role in roles()], ROOT, "gen_role_docs.py", argv)
 
 
 if __name__ == "__main__":

@@ -13,12 +13,13 @@ are listed in name order, as terraform-docs does by default.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import hcl2
+from readme_blocks import main as update_readmes
+from readme_blocks import replace_block
 
 ROOT = Path(__file__).resolve().parents[1]
 TERRAFORM = ROOT / "terraform"
@@ -153,11 +154,7 @@ def tf_docs(directory: Path) -> str:
 
 
 def render(readme_text: str, block: str) -> str:
-    if BEGIN not in readme_text or END not in readme_text:
-        return readme_text.rstrip() + f"\n\n{BEGIN}\n{block}{END}\n"
-    head, rest = readme_text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{BEGIN}\n{block}{END}{tail}"
+    return replace_block(readme_text, BEGIN, END, block)
 
 
 def directories() -> list[Path]:
@@ -166,28 +163,8 @@ def directories() -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--check", action="store_true", help="only report READMEs that are out of date")
-    args = parser.parse_args(argv)
-    stale = []
-    for directory in directories():
-        readme = directory / "README.md"
-        current = readme.read_text() if readme.is_file() else f"# {directory.relative_to(TERRAFORM)}\n"
-        wanted = render(current, tf_docs(directory))
-        if wanted == current:
-            continue
-        stale.append(readme.relative_to(ROOT))
-        if not args.check:
-            tmp = readme.with_suffix(".md.tmp")
-            tmp.write_text(wanted)
-            tmp.replace(readme)
-    if args.check and stale:
-        for path in stale:
-            print(f"error: {path} is out of date: run python scripts/gen_tf_docs.py", file=sys.stderr)
-        return 1
-    for path in stale:
-        print(f"wrote {path}")
-    return 0
+    return update_readmes(__doc__, [(d / "README.md", lambda text, d=d: render(text, tf_docs(d)),
+                                     str(d.relative_to(TERRAFORM))) for d in directories()], ROOT, "gen_tf_docs.py", argv)
 
 
 if __name__ == "__main__":
