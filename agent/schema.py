@@ -16,7 +16,9 @@ Result versions:
   ``server_metrics`` (Triton's Prometheus counters and gauges per window) and
   ``telemetry`` (NVML / psutil samples during the windows);
 - 1.2: adds ``tuning`` (a point of ``agent tune``'s configuration search: the serving
-  configuration it was measured with, the search, the p99 budget, whether it was chosen)."""
+  configuration it was measured with, the search, the p99 budget, whether it was chosen) and
+  ``server_metrics.client_requests_max`` (the client's count over the widest span the server's
+  counters may cover; ``client_requests`` is the narrowest)."""
 
 from __future__ import annotations
 
@@ -259,8 +261,12 @@ class ServerMetrics(Checked):
     request (``nv_inference_*``) and the mean of its gauges scraped during them
     (``nv_gpu_*`` on GPU servers, ``nv_cpu_*`` with ``--allow-cpu-metrics``)."""
 
-    request_success: Count  # must equal client_requests
-    client_requests: Count | None = None  # the client's completions between the same two scrapes
+    # request_success lies in [client_requests, client_requests_max] up to the requests in flight
+    # at the spans' edges: Triton snapshots its counters somewhere between a scrape's sending
+    # and the arrival of its answer
+    request_success: Count
+    client_requests: Count | None = None  # the client's completions surely inside the spans (answer arrived .. next scrape sent)
+    client_requests_max: Count | None = None  # 1.2: ... possibly inside them (scrape sent .. answer arrived)
     request_failure: Count
     inference_count: Count  # samples (a batch-8 request counts 8)
     exec_count: Count  # model executions (after dynamic batching)
@@ -431,6 +437,9 @@ class ResultDocument(Checked):
                     if getattr(r, f) is not None:
                         raise ValueError(f"results.{i}.{f} needs schema_version 1.2 "
                                          f"(the document says {self.schema_version})")
+                if r.server_metrics is not None and r.server_metrics.client_requests_max is not None:
+                    raise ValueError(f"results.{i}.server_metrics.client_requests_max needs schema_version 1.2 "
+                                     f"(the document says {self.schema_version})")
         return self
 
     @field_validator("created_at")

@@ -65,6 +65,14 @@ def test_a_1_0_document_is_still_accepted_and_1_1_fields_need_1_1():
     with pytest.raises(ValidationError):
         ResultDocument.model_validate({**DOC, "schema_version": "1.1",
                                        "results": [{**r11, "scenario": {**SCENARIO, "name": "burst"}}]})
+    # 1.2's upper bound of the client's count (server_metrics.client_requests_max) needs 1.2
+    metrics = {"request_success": 10, "client_requests": 9, "client_requests_max": 11, "request_failure": 0,
+               "inference_count": 10, "exec_count": 10, "request_us": 1.0, "queue_us": 0.1,
+               "compute_input_us": 0.1, "compute_infer_us": 0.5, "compute_output_us": 0.1}
+    r12 = {**r11, "server_metrics": metrics}
+    assert ResultDocument.model_validate({**DOC, "schema_version": "1.2", "results": [r12]})
+    with pytest.raises(ValidationError, match="results.0.server_metrics.client_requests_max needs schema_version 1.2"):
+        ResultDocument.model_validate({**DOC, "schema_version": "1.1", "results": [r12]})
 
 
 @pytest.mark.parametrize("change", [

@@ -177,3 +177,17 @@ def test_server_side_counts_match_the_client_and_split_fits_in_its_latency(tmp_p
         assert st.source == "psutil" and st.samples >= 2 and st.cpu_utilization_pct >= 0 and st.rss_mb > 50
     finally:
         stop(s, quiet=True)
+
+
+def test_client_counts_bound_the_span_the_server_snapshot_covers():
+    """Triton snapshots its counters somewhere between a scrape's sending and its answer's
+    arrival: the client's count over the narrowest span (first answer .. last scrape sent)
+    and over the widest (first scrape sent .. last answer) bound the server's count. Times
+    are hand-written perf_counter values."""
+    rec = triton_metrics.ServerMetricsRecorder("127.0.0.1:1", "m", marks=True)
+    rec.start_sent, rec.span_start, rec.end_sent, rec.span_end = 1.0, 2.0, 5.0, 6.0
+    rec.count_client([0.5, 1.5, 3.0, 4.0, 5.5, 7.0])
+    assert (rec.client_requests, rec.client_requests_max) == (2, 4)
+    rec.counters.update(request_success=3, inference_count=3, exec_count=3)
+    m = rec.result()
+    assert m.client_requests <= m.request_success <= m.client_requests_max

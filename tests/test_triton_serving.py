@@ -198,8 +198,8 @@ def test_served_benchmark_http_and_grpc(node):
         # the client's latency
         m = x["server_metrics"]
         assert m["client_requests"] >= x["requests"] > 0
-        slack = 2 * x["concurrency"] * 3 + 0.05 * m["client_requests"]  # in flight at the edges; a busy box
-        assert abs(m["request_success"] - m["client_requests"]) <= slack, m
+        slack = 2 * x["concurrency"] * x["windows"]  # in flight at each span's two edges
+        assert m["client_requests"] - slack <= m["request_success"] <= m["client_requests_max"] + slack, m
         assert m["request_failure"] == 0 and m["cpu_utilization_pct"] is not None
         split = m["queue_us"] + m["compute_input_us"] + m["compute_infer_us"] + m["compute_output_us"]
         assert 0 < split <= m["request_us"] * 1.01 and m["request_us"] <= x["latency_ms"]["mean"] * 1e3

@@ -313,7 +313,7 @@ def window_telemetry(logs: list[WindowLog], completions: list[float]) -> dict:
     recs = [r for w in logs for r in w.telemetry]
     for r in recs:
         if isinstance(r, triton_metrics.ServerMetricsRecorder) and r.marks:
-            r.add_client_requests(sum(1 for t in completions if r.span_start <= t <= r.span_end))
+            r.count_client(completions)
     return {"server_metrics": triton_metrics.combined(
                 [r for r in recs if isinstance(r, triton_metrics.ServerMetricsRecorder)]),
             "telemetry": device.combined([r for r in recs if isinstance(r, device.DeviceRecorder)])}

@@ -114,8 +114,11 @@ class ServerMetricsRecorder:
         self.gauge_counts: dict[str, int] = defaultdict(int)
         self.scrapes = 0
         self._before: dict[str, float] | None = None
-        self.span_start = self.span_end = 0.0
+        # each read of the counters: when its scrape was sent and when its answer arrived
+        # (Triton snapshots the counters somewhere between the two)
+        self.start_sent = self.span_start = self.end_sent = self.span_end = 0.0
         self.client_requests: int | None = None
+        self.client_requests_max: int | None = None
         self._lock = threading.Lock()
         self._sampler = Sampler(self._scrape_gauges, interval_s, "triton-metrics")
 
@@ -132,32 +135,40 @@ class ServerMetricsRecorder:
         except AgentError:
             pass  # one missed scrape only thins the gauge mean
 
-    def _read(self) -> tuple[float, dict[str, float]]:
-        """(when Triton wrote the counters, perf_counter time; the counters). Triton renders the
-        text when it handles the scrape and sends it at once; on a busy server the scrape first
-        waits for an HTTP thread, so the time is taken when the response has arrived, not at
-        the middle of the request (which would put it before the snapshot)."""
+    def _read(self) -> tuple[float, float, dict[str, float]]:
+        """(scrape sent, answer arrived — perf_counter times; the counters). Triton snapshots
+        the counters at an unknown moment between the two: a busy server first queues the
+        scrape, a busy client reads the answer late."""
+        sent = time.perf_counter()
         text = scrape(self.url)
-        at = time.perf_counter()
+        arrived = time.perf_counter()
         counters, gauges = parse(text, self.model)
         self._gauges(gauges)
-        return at, counters
+        return sent, arrived, counters
 
     def start(self) -> None:
         """Read the counters now: the start of a span (call it right at a window's start)."""
-        self.span_start, self._before = self._read()
+        self.start_sent, self.span_start, self._before = self._read()
 
     def stop(self) -> None:
         """Read the counters now and add the span's deltas (right at a window's end)."""
-        self.span_end, after = self._read()
+        self.end_sent, self.span_end, after = self._read()
         for k, v in after.items():
             self.counters[k] += v - self._before.get(k, 0.0)
         self._before = None
 
-    def add_client_requests(self, n: int) -> None:
-        """Requests the client completed between this span's two reads (``span_start``,
-        ``span_end``): what ``request_success`` must equal."""
-        self.client_requests = (self.client_requests or 0) + n
+    def add_client_requests(self, least: int, most: int) -> None:
+        """Requests the client completed surely inside this span (between the first answer's
+        arrival and the last scrape's sending) and possibly inside it (first scrape sent to
+        last answer arrived): ``request_success`` lies between the two, up to the requests
+        in flight at the edges."""
+        self.client_requests = (self.client_requests or 0) + least
+        self.client_requests_max = (self.client_requests_max or 0) + most
+
+    def count_client(self, completions: list[float]) -> None:
+        """The client's completion times (perf_counter) -> this span's two client counts."""
+        self.add_client_requests(sum(1 for t in completions if self.span_start <= t <= self.end_sent),
+                                 sum(1 for t in completions if self.start_sent <= t <= self.span_end))
 
     def __enter__(self) -> ServerMetricsRecorder:
         """Scrape the gauges in a thread until exit; with ``marks`` the caller reads the
@@ -189,7 +200,7 @@ class ServerMetricsRecorder:
             request_us=per_request("request_us"), queue_us=per_request("queue_us"),
             compute_input_us=per_request("compute_input_us"), compute_infer_us=per_request("compute_infer_us"),
             compute_output_us=per_request("compute_output_us"), scrapes=self.scrapes,
-            client_requests=self.client_requests, **gauges)
+            client_requests=self.client_requests, client_requests_max=self.client_requests_max, **gauges)
 
 
 def combined(recorders: list[ServerMetricsRecorder]) -> ServerMetrics | None:
@@ -205,5 +216,5 @@ def combined(recorders: list[ServerMetricsRecorder]) -> ServerMetrics | None:
             total.gauge_counts[k] += r.gauge_counts[k]
         total.scrapes += r.scrapes
         if r.client_requests is not None:
-            total.add_client_requests(r.client_requests)
+            total.add_client_requests(r.client_requests, r.client_requests_max or r.client_requests)
     return total.result()
