@@ -210,27 +210,19 @@ def _served_backend(opts: BenchOptions, served, workers: int) -> lgm.Backend:
 
 
 def run_scenario_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
-    from agent.bench.served import _served_models, check_served
-    from agent.facts import node_facts
-    from agent.triton.client import call, connect, server_metadata
+    from agent.bench.served import served_models_checked
+    from agent.triton.client import connect
     from agent.ui import progress
 
     client = connect(opts.url, opts.protocol)
     workers = max(opts.concurrency or [1])
     try:
-        if not call("server live", client.is_server_live):
-            raise AgentError(f"the Triton server at {opts.url} is not live")
-        meta = server_metadata(client, opts.protocol)
-        served = _served_models(client, opts.protocol, replace(opts, batch_sizes=[1]))
-        for s in served:
-            check_served(client, opts.protocol, s, opts.engines_dir)
+        served, node = served_models_checked(client, replace(opts, batch_sizes=[1]), config)
     finally:
         try:
             client.close()
         except Exception:
             pass
-    node = node_facts(config)
-    node.triton_version = meta.get("version") or node.triton_version
     results: list[BenchResult] = []
     with progress() as bar:
         task = bar.add_task(f"{opts.scenario}", total=len(served))

@@ -514,55 +514,73 @@ def telemetry_sources(opts: BenchOptions, config: AgentConfig) -> TelemetrySourc
     return TelemetrySources(url, pid)
 
 
-def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
+def served_models_checked(client, opts: BenchOptions, config: AgentConfig):
+    """(the served models, the node's facts): the server must be live; every served model of
+    the selection is checked against its engine in-process first; the facts carry the
+    server's Triton version."""
     from agent.facts import node_facts
+
+    if not call("server live", client.is_server_live):
+        raise AgentError(f"the Triton server at {opts.url} is not live")
+    meta = server_metadata(client, opts.protocol)
+    served = _served_models(client, opts.protocol, opts)
+    for s in served:
+        check_served(client, opts.protocol, s, opts.engines_dir)
+    node = node_facts(config)
+    node.triton_version = meta.get("version") or node.triton_version
+    return served, node
+
+
+def run_served(opts: BenchOptions, config: AgentConfig) -> ResultDocument:
     from agent.ui import progress
 
     if opts.protocol not in ("http", "grpc"):
         raise AgentError(f"unknown protocol {opts.protocol!r}: use http or grpc")
     client = connect(opts.url, opts.protocol)
     try:
-        if not call("server live", client.is_server_live):
-            raise AgentError(f"the Triton server at {opts.url} is not live")
-        meta = server_metadata(client, opts.protocol)
-        served = _served_models(client, opts.protocol, opts)
-        for s in served:
-            check_served(client, opts.protocol, s, opts.engines_dir)
-        node = node_facts(config)
-        node.triton_version = meta.get("version") or node.triton_version
+        served, node = served_models_checked(client, opts, config)
         sources = telemetry_sources(opts, config)
         results: list[BenchResult] = []
         steps = [(s, b, c) for s in served for b in opts.batch_sizes for c in opts.concurrency]
         with progress() as bar:
             task = bar.add_task("serving benchmark", total=len(steps))
             for s, batch, conc in steps:
-                rec = s.record
                 bar.update(task, description=f"{s.name} batch {batch} concurrency {conc}")
-                stats = lambda name=s.name: _stats(client, opts.protocol, name)
-                with LoadGenerator(opts.url, opts.protocol, s, batch, conc, stats=stats,
-                                   telemetry=lambda s=s: sources.recorders(s)) as load:
-                    load.wait_for(max(opts.warmup, 1) * conc)
-                    m = measure_until_stable(lambda: load.window(opts.window_seconds, opts.iterations),
-                                             batch, opts.stability_pct, opts.max_windows)
-                used = load.used(STABLE_WINDOWS)
-                results.append(BenchResult(
-                    model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
-                    batch_size=batch, concurrency=conc, triton_model=s.name, protocol=opts.protocol,
-                    input="image" if s.images else "tensor",
-                    latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
-                    windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used),
-                    client=client_breakdown(used), **window_telemetry(used, load.completions),
-                ))
+                results.append(measure_point(client, opts, s, sources, batch, conc))
                 bar.advance(task)
     finally:
         try:
             client.close()
         except Exception:
             pass
-    return ResultDocument(
-        target="triton", node=node,
-        settings=BenchSettings(warmup=opts.warmup, window_seconds=None if opts.iterations else opts.window_seconds,
-                               iterations=opts.iterations, stability_pct=opts.stability_pct,
-                               max_windows=opts.max_windows, url=opts.url),
-        results=results,
+    return ResultDocument(target="triton", node=node, settings=served_settings(opts), results=results)
+
+
+def measure_point(client, opts: BenchOptions, s: Served, sources: TelemetrySources, batch: int,
+                  concurrency: int) -> BenchResult:
+    """One served point: ``concurrency`` clients keep requests of ``batch`` in flight until
+    the windows are stable; its result carries the server's breakdown, the client's phases
+    and the telemetry of the windows used. ``client`` reads Triton's statistics."""
+    rec = s.record
+    stats = lambda: _stats(client, opts.protocol, s.name)  # noqa: E731
+    with LoadGenerator(opts.url, opts.protocol, s, batch, concurrency, stats=stats,
+                       telemetry=lambda: sources.recorders(s)) as load:
+        load.wait_for(max(opts.warmup, 1) * concurrency)
+        m = measure_until_stable(lambda: load.window(opts.window_seconds, opts.iterations),
+                                 batch, opts.stability_pct, opts.max_windows)
+    used = load.used(STABLE_WINDOWS)
+    return BenchResult(
+        model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
+        batch_size=batch, concurrency=concurrency, triton_model=s.name, protocol=opts.protocol,
+        input="image" if s.images else "tensor",
+        latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests,
+        windows=m.windows, stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used),
+        client=client_breakdown(used), **window_telemetry(used, load.completions),
     )
+
+
+def served_settings(opts: BenchOptions) -> BenchSettings:
+    """The settings a served measurement ran with (a result document's ``settings``)."""
+    return BenchSettings(warmup=opts.warmup, window_seconds=None if opts.iterations else opts.window_seconds,
+                         iterations=opts.iterations, stability_pct=opts.stability_pct,
+                         max_windows=opts.max_windows, url=opts.url)

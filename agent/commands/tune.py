@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from agent import defaults
 from agent.errors import AgentError
 from agent.ui import parse_csv, parse_ints
 
@@ -43,7 +44,7 @@ def tune(
     instances: Annotated[str, typer.Option(help="Instance counts to try.")] = "1,2",
     max_batch: Annotated[str, typer.Option("--max-batch", help="max_batch_size values to try (at most the engine's).")] = "1,4,8",
     queue_delays: Annotated[str, typer.Option("--queue-delays", help="Dynamic batching max_queue_delay_microseconds to try; 'off' = no dynamic batching.")] = "off,0,500,2000",
-    preferred: Annotated[str, typer.Option(help="Preferred batch sizes to try: none, max, ladder (4,8,16,32).")] = "none",
+    preferred: Annotated[str, typer.Option(help=f"Preferred batch sizes to try: none, max, ladder ({','.join(map(str, defaults.PREFERRED_BATCH_SIZES))}).")] = "none",
     concurrency: Annotated[str, typer.Option(help="Client concurrency sweep per configuration.")] = "1,2,4,8",
     batch_size: Annotated[int, typer.Option("--batch-size", help="Each request's batch.")] = 1,
     warmup: Annotated[int, typer.Option(help="Warm-up requests per point (times the concurrency).")] = 3,
@@ -60,6 +61,7 @@ def tune(
     from agent.bench.options import BenchOptions
     from agent.config import load_config
     from agent.fsutil import atomic_write_text
+    from agent.triton.repo import default_repo
     from agent.tune.search import PREFERRED, Grid
 
     if not p99_budget_ms > 0:
@@ -80,7 +82,7 @@ def tune(
                 max_batch_size=tuple(sorted(set(parse_ints(max_batch, "--max-batch")))) or (1,),
                 queue_delay_us=_delays(queue_delays), preferred=prefs,
                 concurrency=tuple(sorted(set(parse_ints(concurrency, "--concurrency")))) or (1,))
-    repo_dir = None if no_write else (repo or engines / "triton-repo")
+    repo_dir = None if no_write else (repo or default_repo(engines))
     if repo_dir is not None and not repo_dir.is_dir():
         raise AgentError(f"--repo {repo_dir} does not exist (write it with `agent repo`, or pass --no-write)")
     if json_out is not None and json_out.parent and not json_out.parent.exists():
@@ -110,10 +112,10 @@ def _run(opts, config):
 
     with console_err.status("tuning ...") as status:
         def on_point(p) -> None:
-            status.update(f"{p.extra.triton_model}: {p.config.label()}, concurrency {p.concurrency}: "
-                          f"{p.throughput_ips:.1f} inf/s, p99 {p.p99_ms:.1f} ms")
-            console_err.print(f"  {p.extra.triton_model}: {p.config.label()}, concurrency {p.concurrency}: "
-                              f"{p.throughput_ips:.1f} inf/s, p99 {p.p99_ms:.1f} ms")
+            line = (f"{p.extra.triton_model}: {p.config.label()}, concurrency {p.concurrency}: "
+                    f"{p.throughput_ips:.1f} inf/s, p99 {p.p99_ms:.1f} ms")
+            status.update(line)
+            console_err.print(f"  {line}")
 
         return run_tune(opts, config, on_point)
 

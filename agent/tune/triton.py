@@ -25,15 +25,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.bench.measure import STABLE_WINDOWS, measure_until_stable
 from agent.bench.options import BenchOptions
 from agent.config import AgentConfig
+from agent.defaults import QUEUE_DELAY_US
 from agent.errors import AgentError
-from agent.schema import BenchResult, BenchSettings, ResultDocument, TuningPoint
+from agent.schema import BenchResult, ResultDocument, TuningPoint
 from agent.tune.search import Config, Grid, Outcome, Point, Search
-
-DEFAULT_QUEUE_DELAY_US = 100  # agent repo's default (RepoOptions.queue_delay_us)
-
 
 @dataclass(frozen=True)
 class TuneOptions:
@@ -47,7 +44,8 @@ class TuneOptions:
 
 
 def default_config(max_batch: int) -> Config:
-    return Config(instances=1, max_batch_size=max_batch, queue_delay_us=DEFAULT_QUEUE_DELAY_US, preferred="ladder")
+    """What ``agent repo`` writes by default (``agent.defaults``)."""
+    return Config(instances=1, max_batch_size=max_batch, queue_delay_us=QUEUE_DELAY_US, preferred="ladder")
 
 
 def override(base: dict, c: Config) -> dict:
@@ -92,31 +90,13 @@ class ModelTuner:
         self.loaded = c
 
     def measure(self, c: Config, concurrency: int) -> Point:
-        from agent.bench.served import (
-            LoadGenerator,
-            _stats,
-            client_breakdown,
-            window_breakdown,
-            window_telemetry,
-        )
+        """The served benchmark's measurement of one point (:func:`agent.bench.served.measure_point`)."""
+        from agent.bench.served import measure_point
 
         self.load(c)
-        b, s = self.opts.bench, self.served
-        stats = lambda: _stats(self.client, b.protocol, s.name)
-        with LoadGenerator(b.url, b.protocol, s, self.opts.batch_size, concurrency, stats=stats,
-                           telemetry=lambda: self.sources.recorders(s)) as load:
-            load.wait_for(max(b.warmup, 1) * concurrency)
-            m = measure_until_stable(lambda: load.window(b.window_seconds, b.iterations),
-                                     self.opts.batch_size, b.stability_pct, b.max_windows)
-        used = load.used(STABLE_WINDOWS)
-        rec = s.record
-        result = BenchResult(
-            model=rec.model, format=rec.format, precision=rec.precision, device=s.device,
-            batch_size=self.opts.batch_size, concurrency=concurrency, triton_model=s.name, protocol=b.protocol,
-            latency_ms=m.latency_ms, throughput_ips=m.throughput_ips, requests=m.requests, windows=m.windows,
-            stable=m.stable, cv_pct=m.cv_pct, server=window_breakdown(used), client=client_breakdown(used),
-            **window_telemetry(used, load.completions))
-        p = Point(c, concurrency, m.throughput_ips, m.latency_ms.p99, result)
+        result = measure_point(self.client, self.opts.bench, self.served, self.sources, self.opts.batch_size,
+                               concurrency)
+        p = Point(c, concurrency, result.throughput_ips, result.latency_ms.p99, result)
         if self.on_point:
             self.on_point(p)
         return p
@@ -201,7 +181,7 @@ def write_back(repo: Path, mo: ModelOutcome, record, opts: TuneOptions) -> Path:
 
 
 def run_tune(opts: TuneOptions, config: AgentConfig, on_point=None) -> tuple[ResultDocument, list[ModelOutcome]]:
-    from agent.bench.served import _served_models, check_served, telemetry_sources
+    from agent.bench.served import _served_models, check_served, served_settings, telemetry_sources
     from agent.facts import node_facts
     from agent.triton.client import TritonAPI, connect, server_metadata
 
@@ -231,10 +211,4 @@ def run_tune(opts: TuneOptions, config: AgentConfig, on_point=None) -> tuple[Res
         api.close()
         with contextlib.suppress(Exception):  # closing only
             client.close()
-    doc = ResultDocument(
-        target="triton", node=node,
-        settings=BenchSettings(warmup=b.warmup, window_seconds=None if b.iterations else b.window_seconds,
-                               iterations=b.iterations, stability_pct=b.stability_pct, max_windows=b.max_windows,
-                               url=b.url),
-        results=results)
-    return doc, outcomes
+    return ResultDocument(target="triton", node=node, settings=served_settings(b), results=results), outcomes
