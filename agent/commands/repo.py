@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from agent import defaults
 from agent.errors import AgentError
 from agent.ui import deprecated_alias, deprecated_value, parse_csv, parse_ints
 
@@ -22,8 +23,8 @@ def repo(
     kind: Annotated[str, typer.Option(help="Instance kind: auto (GPU for platform, CPU for python), gpu or cpu.")] = "auto",
     instances: Annotated[int, typer.Option(help="Model instances per device.")] = 1,
     dynamic_batching: Annotated[bool, typer.Option("--dynamic-batching/--no-dynamic-batching")] = True,
-    queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="Dynamic batcher max queue delay.")] = 100,
-    preferred: Annotated[str, typer.Option("--preferred-batch-sizes", help="Default: 4,8,16,32 up to each engine's max batch.")] = "",
+    queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="Dynamic batcher max queue delay.")] = defaults.QUEUE_DELAY_US,
+    preferred: Annotated[str, typer.Option("--preferred-batch-sizes", help=f"Default: {','.join(map(str, defaults.PREFERRED_BATCH_SIZES))} up to each engine's max batch.")] = "",
     classifiers: Annotated[bool, typer.Option("--classifiers/--no-classifiers", help="Also an image classifier per model: <model>_classifier (ensemble: JPEG/PNG bytes -> preprocessing -> engine -> softmax with ImageNet labels).")] = False,
     old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:

@@ -91,9 +91,11 @@ class TuningTables:
 
 
 def label(t: dict) -> str:
-    db = f"{t['queue_delay_us']}us" if t.get("dynamic_batching") else "off"
-    pref = f" pref {t['preferred_batch_sizes']}" if t.get("preferred_batch_sizes") else ""
-    return f"{t['instances']} inst, max batch {t['max_batch_size']}, dyn batching {db}{pref}"
+    """A stored tuning point's configuration, in the words ``agent tune`` prints."""
+    from agent.tune.search import config_label
+
+    return config_label(t["instances"], t["max_batch_size"], t["queue_delay_us"] if t.get("dynamic_batching") else None,
+                        t.get("preferred_batch_sizes") or ())
 
 
 def tuning_tables(conn, since: datetime | None = None) -> TuningTables:

@@ -36,6 +36,7 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent import defaults
 from agent.build.manifest import check_file_hashes, load_manifest, manifest_path
 from agent.errors import AgentError
 from agent.exporters import FILENAMES
@@ -67,8 +68,8 @@ class RepoOptions:
     kind: str = "auto"  # auto | gpu | cpu (auto: GPU for platform, CPU for python)
     instances: int = 1
     dynamic_batching: bool = True
-    queue_delay_us: int = 100
-    preferred_batch_sizes: tuple[int, ...] | None = None  # default: 4, 8, 16, 32 up to max_batch
+    queue_delay_us: int = defaults.QUEUE_DELAY_US
+    preferred_batch_sizes: tuple[int, ...] | None = None  # default: defaults.PREFERRED_BATCH_SIZES up to max_batch
     models: tuple[str, ...] = ()  # only these models (default: all)
     formats: tuple[str, ...] = ()  # only these formats (default: all)
     classifiers: bool = False  # image classification ensembles (agent/triton/classifier.py)
@@ -119,7 +120,7 @@ def render_config(record: EngineRecord, opts: RepoOptions) -> str:
     batched = record.max_batch > 0
     preferred = opts.preferred_batch_sizes
     if preferred is None:
-        preferred = tuple(b for b in (4, 8, 16, 32) if b <= record.max_batch)
+        preferred = defaults.PREFERRED_BATCH_SIZES
     preferred = tuple(b for b in preferred if b <= record.max_batch)
     return render(
         "triton/config.pbtxt.j2",

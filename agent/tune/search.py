@@ -25,9 +25,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from agent.defaults import PREFERRED_BATCH_SIZES
+
 MIN_GAIN = 0.05  # a step counts as an improvement above +5 % (Model Analyzer's default)
 AXES = ("instances", "max_batch_size", "queue_delay_us", "preferred")
-# no preferred batch sizes | [max_batch_size] | `agent repo`'s default: 4, 8, 16, 32 up to max_batch_size
+# no preferred batch sizes | [max_batch_size] | `agent repo`'s default: PREFERRED_BATCH_SIZES up to max_batch_size
 PREFERRED = ("none", "max", "ladder")
 
 
@@ -54,12 +56,18 @@ class Config:
             return ()
         if self.preferred == "max":
             return (self.max_batch_size,)
-        return tuple(b for b in (4, 8, 16, 32) if b <= self.max_batch_size)
+        return tuple(b for b in PREFERRED_BATCH_SIZES if b <= self.max_batch_size)
 
     def label(self) -> str:
-        db = "off" if self.queue_delay_us is None else f"{self.queue_delay_us}us"
-        pref = f" pref {list(self.preferred_batch_sizes)}" if self.preferred_batch_sizes else ""
-        return f"{self.instances} inst, max batch {self.max_batch_size}, dyn batching {db}{pref}"
+        return config_label(self.instances, self.max_batch_size, self.queue_delay_us, self.preferred_batch_sizes)
+
+
+def config_label(instances: int, max_batch_size: int, queue_delay_us: int | None,
+                 preferred_batch_sizes: tuple[int, ...] | list[int]) -> str:
+    """A serving configuration in words (the CLI, config.pbtxt's note, the fleet report)."""
+    db = "off" if queue_delay_us is None else f"{queue_delay_us}us"
+    pref = f" pref {list(preferred_batch_sizes)}" if preferred_batch_sizes else ""
+    return f"{instances} inst, max batch {max_batch_size}, dyn batching {db}{pref}"
 
 
 @dataclass(frozen=True)
