@@ -107,50 +107,37 @@ def _resource_link(providers: dict[str, str], kind: str, rtype: str, name: str) 
             f"{page}/{short}) | {'data source' if kind == 'data' else 'resource'} |")
 
 
+def _section(title: str, head: list[str], rows: list[str], empty: str) -> list[str]:
+    """One terraform-docs section: its table, or the sentence it writes when there is none."""
+    return [f"## {title}", "", *([*head, *rows] if rows else [empty])]
+
+
 def tf_docs(directory: Path) -> str:
     """The generated markdown (between the markers) for one module or root."""
     req_rows, providers = _requirements(directory)
-    out = ["## Requirements", ""]
-    out += ["| Name | Version |", "|------|---------|", *req_rows] if req_rows else ["No requirements."]
-    out += ["", "## Providers", ""]
     used = {r[0].split("_", 1)[0] for r in _blocks(directory, "resource") + _blocks(directory, "data")}
     used |= {name for name, _ in _blocks(directory, "provider")}
-    prov_rows = [f"| {_anchor('provider', p)} | n/a |" for p in sorted(providers) if p in used]
-    out += ["| Name | Version |", "|------|---------|", *prov_rows] if prov_rows else ["No providers."]
-    out += ["", "## Modules", ""]
-    modules = sorted(_blocks(directory, "module"))
-    if modules:
-        out += ["| Name | Source | Version |", "|------|--------|---------|"]
-        out += [f"| {_anchor('module', n)} | {_unquote(b['source'])} | n/a |" for n, b in modules]
-    else:
-        out.append("No modules.")
-    out += ["", "## Resources", ""]
     resources = sorted((rtype, name, kind) for kind in ("resource", "data")
                        for rtype, name, _ in _blocks(directory, kind))
-    if resources:
-        out += ["| Name | Type |", "|------|------|"]
-        out += [_resource_link(providers, kind, rtype, name) for rtype, name, kind in resources]
-    else:
-        out.append("No resources.")
-    out += ["", "## Inputs", ""]
-    variables = sorted(_blocks(directory, "variable"))
-    if variables:
-        out += ["| Name | Description | Type | Default | Required |",
-                "|------|-------------|------|---------|:--------:|"]
-        for name, body in variables:
-            vtype = _unquote(body.get("type", "any"))
-            out.append(f"| {_anchor('input', name)} | {_esc(_unquote(body.get('description', 'n/a')))} | "
-                       f"`{_esc(vtype)}` | {_default(body)} | {'no' if 'default' in body else 'yes'} |")
-    else:
-        out.append("No inputs.")
-    out += ["", "## Outputs", ""]
-    outputs = sorted(_blocks(directory, "output"))
-    if outputs:
-        out += ["| Name | Description |", "|------|-------------|"]
-        out += [f"| {_anchor('output', n)} | {_esc(_unquote(b.get('description', 'n/a')))} |" for n, b in outputs]
-    else:
-        out.append("No outputs.")
-    return "\n".join(out) + "\n"
+    inputs = [f"| {_anchor('input', name)} | {_esc(_unquote(body.get('description', 'n/a')))} | "
+              f"`{_esc(_unquote(body.get('type', 'any')))}` | {_default(body)} | "
+              f"{'no' if 'default' in body else 'yes'} |" for name, body in sorted(_blocks(directory, "variable"))]
+    sections = [
+        _section("Requirements", ["| Name | Version |", "|------|---------|"], req_rows, "No requirements."),
+        _section("Providers", ["| Name | Version |", "|------|---------|"],
+                 [f"| {_anchor('provider', p)} | n/a |" for p in sorted(providers) if p in used], "No providers."),
+        _section("Modules", ["| Name | Source | Version |", "|------|--------|---------|"],
+                 [f"| {_anchor('module', n)} | {_unquote(b['source'])} | n/a |"
+                  for n, b in sorted(_blocks(directory, "module"))], "No modules."),
+        _section("Resources", ["| Name | Type |", "|------|------|"],
+                 [_resource_link(providers, kind, rtype, name) for rtype, name, kind in resources], "No resources."),
+        _section("Inputs", ["| Name | Description | Type | Default | Required |",
+                            "|------|-------------|------|---------|:--------:|"], inputs, "No inputs."),
+        _section("Outputs", ["| Name | Description |", "|------|-------------|"],
+                 [f"| {_anchor('output', n)} | {_esc(_unquote(b.get('description', 'n/a')))} |"
+                  for n, b in sorted(_blocks(directory, "output"))], "No outputs."),
+    ]
+    return "\n\n".join("\n".join(sec) for sec in sections) + "\n"
 
 
 def render(readme_text: str, block: str) -> str:

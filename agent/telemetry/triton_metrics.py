@@ -216,5 +216,5 @@ def combined(recorders: list[ServerMetricsRecorder]) -> ServerMetrics | None:
             total.gauge_counts[k] += r.gauge_counts[k]
         total.scrapes += r.scrapes
         if r.client_requests is not None:
-            total.add_client_requests(r.client_requests, r.client_requests_max or r.client_requests)
+            total.add_client_requests(r.client_requests, r.client_requests_max)
     return total.result()
