@@ -201,7 +201,7 @@ def test_migrations_create_schema_and_sqlite_uses_wal(db_url):
     engine = make_engine(db_url)
     migrate(engine)
     migrate(engine)  # idempotent
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     assert {"nodes", "runs", "results", "alembic_version"} <= set(inspect(engine).get_table_names())
     if db_url.startswith("sqlite"):
         with engine.connect() as conn:
@@ -240,7 +240,7 @@ def test_a_1_0_database_upgrades_to_1_1_and_keeps_its_results(db_url):
             cols = ", ".join(row)
             conn.execute(text(f"INSERT INTO results ({cols}) VALUES ({', '.join(':' + c for c in row)})"), row)
     migrate(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) == "0004"
     new = ResultDocument.model_validate_json(doc_json(2))
     new.results[0].scenario = ScenarioResult(
         name="server", valid=False, invalid_reasons=["99th percentile latency above the target"],

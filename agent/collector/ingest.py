@@ -2,7 +2,8 @@
 
 The document id is the runs table's primary key: one transaction upserts the
 node, inserts the run with ``ON CONFLICT (id) DO NOTHING`` and, only when that
-inserted a row, bulk-inserts the results. A second delivery of the same
+inserted a row, bulk-inserts the results and folds them into the newest result
+per configuration (``agent.collector.latest``). A second delivery of the same
 document (a pusher that lost the acknowledgement, two pushers racing, two
 collector workers) inserts nothing, rolls back and is reported as a duplicate
 — no extra SELECT on the hot path."""
@@ -14,6 +15,7 @@ from operator import itemgetter
 
 from sqlalchemy import Engine, bindparam, case, func, insert, select
 
+from agent.collector.latest import update_latest
 from agent.collector.tables import STACK_FIELDS, nodes, results, runs
 from agent.schema import BenchResult, NodeFacts, ResultDocument
 
@@ -176,6 +178,7 @@ def ingest(engine: Engine, doc: ResultDocument) -> bool:
             if conn.execute(_statement(conn, "run"), run_row(doc, received)).first() is None:
                 raise _Duplicate  # rolls the node upsert back too: a duplicate changes nothing
             insert_results(conn, result_rows(doc))
+            update_latest(conn, [doc.id], {doc.node.node_name}, {r.model for r in doc.results})
     except _Duplicate:
         return False
     return True
@@ -209,5 +212,7 @@ def ingest_many(engine: Engine, docs, received_at=None) -> int:  # noqa: ANN001
         if fresh:
             conn.execute(insert(runs), [run_row(d, received.get(d.id, now)) for d in fresh])
             insert_results(conn, [r for d in fresh for r in result_rows(d)])
+            update_latest(conn, [d.id for d in fresh], {d.node.node_name for d in fresh},
+                          {r.model for d in fresh for r in d.results})
         count = len(fresh)
     return count

@@ -7,7 +7,8 @@ aggregate it without joins on the hot path."""
 from __future__ import annotations
 
 from sqlalchemy import (
-    Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+    Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, PrimaryKeyConstraint, String, Table,
+    Text, text,
 )
 
 metadata = MetaData()
@@ -90,10 +91,49 @@ results = Table(
     Index("ix_results_run", "run_id"),
     Index("ix_results_model_format", "model", "format"),
     Index("ix_results_created", "created_at"),
-    Index(
-        "ix_results_config",
-        "node_name", "model", "format", "precision", "batch_size", "concurrency", "created_at",
-    ),
+)
+
+# The newest result of every configuration, kept at ingest (agent.collector.latest) in
+# the same transaction as the results: what the fleet report ranks, summarises and draws,
+# aggregated in SQL (medians by index seek, agent.fleet.summary), so that its cost grows
+# with the number of configurations summarised, not with the number of stored results.
+# "Newest" is by effective time — min(the result's created_at, its run's received_at):
+# a document claiming the future never stays newest — ties by result id. A served
+# result is its own backend ("triton-onnx"), encoded-image requests too ("onnx images").
+LATEST_KEY = ("node_name", "model", "backend", "precision", "batch_size", "concurrency", "scenario")
+SUMMARY_GROUP = ("scenario", "model", "gpu", "backend", "precision", "batch_size", "concurrency")
+latest_results = Table(
+    "latest_results",
+    metadata,
+    Column("node_name", String(255), nullable=False),
+    Column("model", String(128), nullable=False),
+    Column("backend", String(48), nullable=False),  # format, "triton-" when served, " images" for image requests
+    Column("precision", String(8), nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("concurrency", Integer, nullable=False),  # 0 for an MLPerf scenario result
+    Column("scenario", String(16), nullable=False),  # "" for a concurrency sweep
+    Column("result_id", Integer, nullable=False),  # results.id of the newest
+    Column("run_id", String(64), nullable=False),
+    Column("effective_at", DateTime, nullable=False),
+    Column("gpu", String(128), nullable=False),  # the run's GPU, "cpu" when none
+    Column("price_per_hour", Float),
+    Column("throughput_ips", Float, nullable=False),
+    Column("p99_ms", Float, nullable=False),
+    Column("stable", Boolean, nullable=False),  # the bench's verdict; the report applies --max-cv to cv_pct
+    Column("cv_pct", Float),
+    Column("cost_per_million", Float),  # USD per 10^6 inferences at this throughput (NULL: no price)
+    Column("speedup_vs_eager", Float),  # over the newest eager result of the same node and configuration
+    Column("scenario_valid", Boolean),
+    Column("scenario_metric", Float),
+    PrimaryKeyConstraint(*LATEST_KEY, name="pk_latest_results"),
+    # the summary's groups in order, each metric sorted within its group: counts and
+    # medians are index seeks; the first is covering for the group counts and the rankings
+    Index("ix_latest_ips", *SUMMARY_GROUP, "throughput_ips", "stable", "cv_pct", "p99_ms", "cost_per_million"),
+    Index("ix_latest_p99", *SUMMARY_GROUP, "p99_ms"),
+    Index("ix_latest_speedup", *SUMMARY_GROUP, "speedup_vs_eager"),
+    Index("ix_latest_cost", *SUMMARY_GROUP, "cost_per_million"),
+    Index("ix_latest_scenario", *SUMMARY_GROUP, "scenario_valid", "scenario_metric",
+          sqlite_where=text("scenario <> ''"), postgresql_where=text("scenario <> ''")),
 )
 
 STACK_FIELDS = (
