@@ -523,6 +523,79 @@ def test_one_pass_report_equals_the_sql_window_and_the_row_summaries(db_url):
         engine.dispose()
 
 
+def _reference(engine, max_cv_pct=5.0):
+    """Every newest sweep result by the reference window query (LATEST_SQL), as Rows with
+    speedup and cost derived in Python, and the scenario tables from every scenario row."""
+    from sqlalchemy import text
+
+    from agent.fleet.data import LATEST_SQL, Row, _derive, is_stable
+    from agent.fleet.scenarios import SCENARIOS_SQL, tables_from_rows
+
+    with engine.connect() as conn:
+        ref = [Row(*t[:16], cv_pct=t[16]) for t in conn.execute(text(LATEST_SQL.format(where="")))]
+        scenarios = tables_from_rows(conn, list(conn.execute(text(SCENARIOS_SQL.format(where="")))))
+    for r in ref:
+        r.stable = is_stable(r.stable, r.cv_pct, max_cv_pct)
+        if isinstance(r.created_at, str):
+            r.created_at = datetime.fromisoformat(r.created_at)
+    _derive(ref)
+    return ref, scenarios
+
+
+def test_a_large_fleet_is_summarised_in_sql_without_reading_its_rows(db_url):
+    """Above MAX_NODES_DETAIL nodes and with more than MAX_NODE_GROUPS nodes per GPU, the
+    report summarises latest_results in SQL (medians by index seek on SQLite, by window on
+    PostgreSQL) and reads no row unless asked: its per-GPU medians, best configurations
+    (ties in throughput and cost included), figures (fp16 beside fp32 in one point), MLPerf
+    summaries and ranking equal the Python reference over every row; asked, its rows equal
+    the reference rows."""
+    from agent.fleet.data import MAX_NODES_DETAIL, Rows, _best, _by_gpu, build_report
+    from agent.fleet.plots import MAX_NODE_GROUPS, model_series
+    from agent.fleet.render import csv_files, writes_results_csv
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    n = MAX_NODES_DETAIL + 17  # 42 nodes: 7 per GPU model
+    docs = []
+    for i in range(n):
+        d = make_document(make_node(i), ("resnet18", "alexnet"), ("eager", "onnx", "tensorrt"), (1, 8),
+                          created_at=T0 + timedelta(minutes=i), seed=i, stability=True,
+                          scenarios=("offline", "server") if i % 3 else (),
+                          invalid=[("resnet18", "onnx", "server")] if i % 5 == 1 else ())
+        if i % 2:  # fp16 engines on half the nodes: a figure point spans two precisions
+            d.results += [r.model_copy(update={"precision": "fp16", "throughput_ips": r.throughput_ips * 1.6})
+                          for r in d.results if r.format == "tensorrt" and r.scenario is None]
+        docs.append(d)
+    docs[7].results[0].throughput_ips = docs[13].results[0].throughput_ips  # a tie: the report's order decides
+    docs[20].results[2].stable = False
+    assert ingest_many(engine, docs[:20]) == 20
+    for d in docs[20:]:
+        assert ingest(engine, d) is True
+    try:
+        ref, sc_ref = _reference(engine)
+        assert max(sum(r.gpu == g for r in ref if r.model == "resnet18" and r.backend == "onnx"
+                       and r.batch_size == 1) for g in {r.gpu for r in ref}) > MAX_NODE_GROUPS
+        for budget in (None, 6.0):
+            report = build_report(engine, p99_budget_ms=budget, rows=False)
+            assert isinstance(report.rows, Rows) and not report.rows.read and len(report.rows) == len(ref)
+            assert report.by_gpu == _by_gpu(ref)
+            assert report.best == _best(ref, budget)
+            assert report.series == {m: model_series(m, [r for r in ref if r.model == m]) for m in report.models}
+            assert any("fp16" in r.precision for r in ref) and all(
+                "by GPU" in s["title"] for s in report.series.values())
+            assert report.unstable == sum(not r.stable for r in ref) >= 1
+            sc = report.scenarios
+            assert sc.rows is None and (sc.summary, sc.best, sc.invalid) == (sc_ref.summary, sc_ref.best, sc_ref.invalid)
+            assert sc.invalid and not writes_results_csv(report)
+            assert not {"results.csv", "scenarios.csv"} & set(csv_files(report))
+        full = build_report(engine, p99_budget_ms=6.0, rows=True)
+        key = lambda r: (r.model, r.gpu, r.node, r.backend, r.precision, r.batch_size, r.concurrency)  # noqa: E731
+        assert list(full.rows) == sorted(ref, key=key) and full.scenarios == sc_ref
+        assert writes_results_csv(full) and csv_files(full)["results.csv"].count("\n") == len(ref) + 1
+    finally:
+        engine.dispose()
+
+
 def _latest_for(engine, run_ids):
     from agent.fleet.data import _latest_rows
 

@@ -167,7 +167,7 @@ def test_collector_stores_tuning_points_and_the_report_keeps_them_out_of_ranking
 
     engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
     migrate(engine)
-    assert current_revision(engine) == "0003"
+    assert current_revision(engine) >= "0003"  # the tuning columns exist from 0003 on
     assert ingest(engine, tuning_doc())
     assert ingest(engine, make_document(make_node(0), ("resnet18",), batch_sizes=(1,), concurrencies=(1,),
                                        created_at=T0, seed=1))

@@ -88,10 +88,10 @@ def report(
         engine = open_database(db)
     try:
         data = build_report(engine, since=start, threshold_pct=threshold, p99_budget_ms=p99_budget,
-                            compare=pair, max_cv_pct=max_cv)
+                            compare=pair, max_cv_pct=max_cv, rows=results_csv)
     finally:
         engine.dispose()
-    scenarios = len(data.scenarios.rows) if data.scenarios else 0
+    scenarios = sum(g["nodes"] for g in data.scenarios.summary) if data.scenarios else 0
     if not data.rows and not scenarios:
         raise AgentError("no results to report" + (f" since {start.isoformat()}" if start else ""))
     files = write_report(data, out, fmts, results_csv=results_csv)

@@ -1,25 +1,23 @@
 """The fleet report's numbers.
 
-Two plain queries and one pass. The runs (a few columns, one row per
-document) and the results (one row per measurement, fetched as raw DB-API
-tuples, never an ORM or SQLAlchemy row object) are read once each; the
-newest result of every (node, model, backend, precision, batch, concurrency)
-— by *effective* time, see ``EFFECTIVE_AT`` — is picked in that pass with a
-dict (the same answer as ``LATEST_SQL``'s window function, which the tests
-keep as the reference, at a fraction of its cost on SQLite: no sort of every
-row, no join per row). The same pass keeps the newest result per
-configuration of the before- and after-stack runs of every upgraded node, so
-the stack comparison reads nothing again. Everything derived — speedup over
-eager on the same node, cost per million inferences, the per-GPU summary
-(medians), the best configuration under a p99 budget and the figures' series —
-is computed from those tuples once; ``Row`` objects are made only on demand
-(``Report.rows`` is a lazy sequence), e.g. for the per-node tables of a small
-fleet. results.csv is written from the same tuples.
+The newest result of every (node, model, backend, precision, batch,
+concurrency) — by *effective* time, see ``EFFECTIVE_AT`` — is kept at ingest in
+``latest_results`` (``LATEST_SQL``'s window function over every result is the
+reference the tests compare it with), with its speedup over eager on the same
+node and its cost per million inferences. The report summarises it in SQL
+(``agent.fleet.summary``: per-GPU medians, the best configuration under a p99
+budget, the figures' points, the MLPerf scenario tables), so that its time
+grows with the number of configurations summarised, not with the fleet. The
+rows themselves are read only where they are shown or exported: a small
+fleet's per-node tables, results.csv and scenarios.csv (up to
+RESULTS_CSV_MAX_ROWS results, or on request) — as Row-field-ordered tuples,
+``Row`` objects made on demand (``Report.rows``).
 
-The same scan picks the newest MLPerf scenario result per configuration
-(``agent.fleet.scenarios`` makes their tables). A result counts as stable when
-the bench said so and its windows' coefficient of variation (``cv_pct``, where
-recorded) is at most ``max_cv_pct`` (``is_stable``)."""
+The stack comparison (the newest stack of every upgraded node against its
+newest earlier one) and ``--compare`` read the results of the runs concerned,
+one pass over raw DB-API tuples (``_pick_newest``). A result counts as stable
+when the bench said so and its windows' coefficient of variation (``cv_pct``,
+where recorded) is at most ``max_cv_pct`` (``is_stable``)."""
 
 from __future__ import annotations
 
@@ -36,10 +34,14 @@ from operator import attrgetter, itemgetter
 from sqlalchemy import Engine, bindparam, text
 
 from agent.errors import AgentError
-from agent.fleet.scenarios import ScenarioTables, scenario_tables
+from agent.fleet.scenarios import ScenarioTables
 from agent.fleet.tuning import tuning_tables
 
 MAX_NODES_DETAIL = 25  # per-node tables in HTML/Markdown up to this many nodes; the CSV always has all
+# results.csv and scenarios.csv export every newest result (372,000 + 48,000 rows at 1,000
+# nodes): by default they are read and written up to this many results; above, only on
+# request (--results-csv), and the report says so. Nothing else in the report grows with the fleet.
+RESULTS_CSV_MAX_ROWS = 100_000
 
 
 @dataclass(slots=True)
@@ -77,28 +79,39 @@ row_tuple = attrgetter(*ROW_FIELDS)
 
 
 class Rows(Sequence):
-    """The report's newest results, kept as tuples in ``Row`` field order (372,000
-    of them at 1,000 nodes); a ``Row`` is made only when one is read. Given
-    unsorted, they are sorted into the report's order (``ROW_ORDER``) when first
-    read: a large fleet's report that writes no results.csv and no per-node table
-    never pays for the sort (a second at 1,000 nodes); its length is known at once."""
+    """The report's newest results, kept as tuples in ``Row`` field order; a ``Row`` is
+    made only when one is read. Given unsorted, they are sorted into the report's order
+    (``ROW_ORDER``) when first read. ``Rows.unread(n)``: a large fleet's report that did
+    not read its n results (it writes no results.csv): its length is known, reading fails."""
 
-    __slots__ = ("_tuples", "_sorted")
+    __slots__ = ("_count", "_sorted", "_tuples")
 
-    def __init__(self, tuples: list[tuple], sort: bool = False) -> None:
+    def __init__(self, tuples: list[tuple] | None, sort: bool = False, count: int | None = None) -> None:
         self._tuples, self._sorted = tuples, not sort
+        self._count = len(tuples) if tuples is not None else count
+
+    @classmethod
+    def unread(cls, count: int) -> Rows:
+        return cls(None, count=count)
+
+    @property
+    def read(self) -> bool:
+        return self._tuples is not None
 
     @property
     def tuples(self) -> list[tuple]:
+        if self._tuples is None:
+            raise AgentError(f"the report did not read its {self._count:,} results: build it with rows=True "
+                             "(agent fleet report --results-csv)")
         if not self._sorted:
             self._tuples.sort(key=ROW_ORDER)
             self._sorted = True
         return self._tuples
 
     def __len__(self) -> int:
-        return len(self._tuples)
+        return self._count
 
-    def __getitem__(self, i):  # noqa: ANN001, ANN204
+    def __getitem__(self, i):
         if isinstance(i, slice):
             return [Row(*t) for t in self.tuples[i]]
         return Row(*self.tuples[i])
@@ -219,7 +232,7 @@ FROM results{where}"""
 FETCH = 20_000
 
 
-def _raw(conn, sql: str, params: dict, expanding: tuple[str, ...] = ()):  # noqa: ANN001, ANN202
+def _raw(conn, sql: str, params: dict, expanding: tuple[str, ...] = ()):
     """Rows as the DB-API driver returns them (plain tuples): half the cost of
     SQLAlchemy's rows at 372,000 results, and nothing of theirs is needed here."""
     stmt = text(sql)
@@ -234,7 +247,7 @@ def _raw(conn, sql: str, params: dict, expanding: tuple[str, ...] = ()):  # noqa
         res.close()
 
 
-def _runs(conn, since: datetime | None, run_ids: list[str] | None = None) -> dict[str, tuple]:  # noqa: ANN001
+def _runs(conn, since: datetime | None, run_ids: list[str] | None = None) -> dict[str, tuple]:
     """id -> (node, gpu, instance type, $/hour, served by Triton, created, received, stack, in window).
     With ``since``: only runs received since then (a result's effective time —
     min(created_at, received_at) — is >= since exactly when both are); "in
@@ -259,7 +272,7 @@ def _stack_pairs(runs: dict[str, tuple]) -> dict[str, tuple[str, str]]:
     by_node: dict[str, list[tuple]] = defaultdict(list)
     for rid, (node, _g, _i, _p, _s, created, received, stack, in_window) in runs.items():
         if in_window:
-            by_node[node].append((received if created > received else created, rid, stack))
+            by_node[node].append((min(created, received), rid, stack))
     pairs = {}
     for node, rs in by_node.items():
         rs.sort(reverse=True)
@@ -270,17 +283,16 @@ def _stack_pairs(runs: dict[str, tuple]) -> dict[str, tuple[str, str]]:
     return pairs
 
 
-def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: ANN001
+def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],
                  pairs: dict[str, tuple[str, str]] | None = None,
-                 run_ids: list[str] | None = None, scenarios: dict | None = None) -> tuple[dict, dict]:
-    """One pass over the results: the newest of every configuration (and, for the
-    nodes in ``pairs``, the newest per configuration among the before-stack runs and
-    among the after-stack runs). Values are (effective time, result id, raw row, run).
-    MLPerf scenario results are configurations of their own (scenario in place of
-    concurrency): with a ``scenarios`` dict, the newest of each is picked into it in the
-    same pass (one scan of the table); without, they are not read."""
-    # tuning points (agent tune) are never ranked here: agent.fleet.tuning reports them
-    conds, params = ["tuning IS NULL"] + ([] if scenarios is not None else ["scenario IS NULL"]), {}
+                 run_ids: list[str] | None = None) -> tuple[dict, dict]:
+    """One pass over the sweep results of ``run_ids`` (all when None): the newest of every
+    configuration (and, for the nodes in ``pairs``, the newest per configuration among the
+    before-stack runs and among the after-stack runs). Values are (effective time, result
+    id, raw row, run). For two runs (``--compare``) and the runs of upgraded nodes: the
+    report's newest results otherwise come from ``latest_results`` (agent.fleet.summary)."""
+    # tuning points (agent tune) and MLPerf scenarios are never compared here
+    conds, params = ["tuning IS NULL", "scenario IS NULL"], {}
     if since is not None:
         conds.append("created_at >= :since")  # ix_results_created; the run's received_at is checked via ``runs``
         params["since"] = since
@@ -291,22 +303,14 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
     newest: dict[tuple, tuple] = {}
     sides: dict[tuple, tuple] = {}
     get, sget = newest.get, sides.get
-    if scenarios is None:
-        scenarios = {}
     for t in _raw(conn, sql, params, ("run_ids",) if run_ids is not None else ()):
         run = runs.get(t[0])
         if run is None:
             continue
         created, received, rid = t[11], run[6], t[12]
-        eff = received if created > received else created
+        eff = min(created, received)
         # encoded-image requests (decode + preprocessing timed too) are a backend of their own
         backend = ("triton-" + t[3] if run[4] else t[3]) + (" images" if t[21] == "image" else "")
-        if t[14] is not None:  # an MLPerf scenario
-            key = (t[1], t[2], backend, t[4], t[5], t[14])
-            old = scenarios.get(key)
-            if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
-                scenarios[key] = (eff, rid, t, run)
-            continue
         key = (t[1], t[2], backend, t[4], t[5], t[6])
         old = get(key)
         if old is None or eff > old[0] or (eff == old[0] and rid > old[1]):
@@ -322,7 +326,6 @@ def _pick_newest(conn, since: datetime | None, runs: dict[str, tuple],  # noqa: 
 
 
 MAX_CV_PCT = 5.0  # default --max-cv: a result whose windows varied more is flagged unstable
-IPS, P99, STABLE, SPEEDUP, COST = (itemgetter(i) for i in (9, 11, 12, 16, 17))  # Row-ordered tuples
 ROW_ORDER = itemgetter(4, 1, 0, 5, 6, 7, 8)  # model, GPU, node, backend, precision, batch, concurrency
 
 
@@ -333,7 +336,7 @@ def is_stable(stable: bool, cv_pct: float | None, max_cv_pct: float = MAX_CV_PCT
     return bool(stable) and (cv_pct is None or cv_pct <= max_cv_pct)
 
 
-def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT, sort: bool = True) -> list[tuple]:  # noqa: ANN001
+def _row_tuples(picked, max_cv_pct: float = MAX_CV_PCT, sort: bool = True) -> list[tuple]:
     """Row-field-ordered tuples (speedup and cost derived, stability per ``is_stable``),
     sorted like the report (unless ``sort`` is false: ``Rows`` sorts when read)."""
     picked = list(picked)
@@ -379,7 +382,7 @@ def no_gc():
             gc.enable()
 
 
-def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None,  # noqa: ANN001
+def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None,
                  max_cv_pct: float = MAX_CV_PCT) -> list[Row]:
     """The newest result of every configuration (of ``run_ids`` only, when given), as Rows."""
     if since is not None and since.tzinfo is not None:
@@ -463,60 +466,6 @@ def _best(rows: list[Row], budget: float | None) -> list[dict]:
     return out
 
 
-def _summaries(tuples: list[tuple], budget: float | None) -> tuple[list[dict], list[dict], dict[tuple, list]]:
-    """``_by_gpu`` and ``_best`` (same results, same order: the tests check it) from
-    Row-ordered tuples in one pass, plus the tuples grouped per (model, GPU, backend,
-    precision, batch, concurrency) for the figures."""
-    groups: dict[tuple, list[tuple]] = defaultdict(list)
-    fastest: dict[str, tuple] = {}
-    cheapest: dict[str, tuple] = {}
-    for t in tuples:
-        groups[(t[4], t[1], t[5], t[6], t[7], t[8])].append(t)
-        if not t[12] or (budget is not None and t[11] > budget):
-            continue
-        model = t[4]
-        # ties go to the first in the report's order (``tuples`` need not be sorted)
-        f = fastest.get(model)
-        if f is None or t[9] > f[9] or (t[9] == f[9] and ROW_ORDER(t) < ROW_ORDER(f)):
-            fastest[model] = t
-        if t[17] is not None:
-            c = cheapest.get(model)
-            if c is None or t[17] < c[17] or (t[17] == c[17] and ROW_ORDER(t) < ROW_ORDER(c)):
-                cheapest[model] = t
-    by_gpu = []
-    for key in sorted(groups):
-        ts = groups[key]
-        model, gpu, backend, precision, bs, conc = key
-        by_gpu.append({
-            "model": model, "gpu": gpu, "backend": backend, "precision": precision,
-            "batch_size": bs, "concurrency": conc, "nodes": len(ts),  # one newest result per node here
-            "unstable": len(ts) - sum(map(STABLE, ts)),
-            "median_ips": statistics.median(map(IPS, ts)),  # never None, unlike speedup and cost
-            "best_ips": max((t[9] for t in ts if t[12]), default=None),
-            "median_p99_ms": statistics.median(map(P99, ts)),
-            "median_speedup_vs_eager": _median(list(map(SPEEDUP, ts))),
-            "median_cost_per_million": _median(list(map(COST, ts))),
-        })
-    within = "" if budget is None else " within the p99 budget"
-    best = []
-    for model in sorted({k[0] for k in groups}):
-        for kind, t in (("fastest", fastest.get(model)), ("cheapest", cheapest.get(model))):
-            if t is None:
-                best.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
-                             "precision": None, "batch_size": None, "concurrency": None,
-                             "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
-                             "utilization_pct": None, "ips_per_watt": None,
-                             "note": f"no stable configuration{within}"
-                             + (" with a known $/hour" if kind == "cheapest" and model in fastest else "")})
-                continue
-            best.append({"model": model, "criterion": kind, "node": t[0], "gpu": t[1],
-                         "backend": t[5], "precision": t[6], "batch_size": t[7],
-                         "concurrency": t[8], "throughput_ips": t[9],
-                         "p99_ms": t[11], "cost_per_million": t[17], "utilization_pct": t[22],
-                         "ips_per_watt": t[23], "note": ""})
-    return by_gpu, best, groups
-
-
 def _flag(ips_change: float, p99_change: float, threshold: float) -> str:
     if ips_change < -threshold or p99_change > threshold:
         return "regression"
@@ -570,7 +519,7 @@ def _compared_node(node: str, before_stack: str, after_stack: str, cs: list[Comp
             "unstable": sum(not c.stable for c in cs)}
 
 
-def _nodes(conn) -> list[dict]:  # noqa: ANN001
+def _nodes(conn) -> list[dict]:
     q = text("""SELECT n.name, n.hostname, n.cloud, n.region, n.instance_type, n.price_per_hour,
                        n.gpu_name, n.last_seen, COUNT(r.id)
                 FROM nodes n LEFT JOIN runs r ON r.node_name = n.name
@@ -580,7 +529,7 @@ def _nodes(conn) -> list[dict]:  # noqa: ANN001
     return [dict(zip(cols, t)) for t in conn.execute(q)]
 
 
-def speedup_intervals(conn, tuples: list[tuple]) -> dict[tuple, tuple]:  # noqa: ANN001
+def speedup_intervals(conn, tuples: list[tuple]) -> dict[tuple, tuple]:
     """(run, model, backend, precision, batch, concurrency) -> (low, high, pairs): the
     95 % interval of the speedup over eager, which only the stored documents hold
     (schema 1.1). Read for the per-node tables only, i.e. a fleet of at most
@@ -605,59 +554,76 @@ def speedup_intervals(conn, tuples: list[tuple]) -> dict[tuple, tuple]:  # noqa:
 
 def build_report(engine: Engine, since: datetime | None = None, threshold_pct: float = 5.0,
                  p99_budget_ms: float | None = None, compare: tuple[str, str] | None = None,
-                 max_cv_pct: float = MAX_CV_PCT) -> Report:
+                 max_cv_pct: float = MAX_CV_PCT, rows: bool | None = None) -> Report:
+    """``rows``: read every newest result (results.csv, scenarios.csv): None = when there
+    are at most RESULTS_CSV_MAX_ROWS; a fleet of at most MAX_NODES_DETAIL nodes always
+    (its per-node tables show them)."""
     if since is not None and since.tzinfo is not None:
         since = since.astimezone(UTC).replace(tzinfo=None)
     with no_gc():
-        return _build_report(engine, since, threshold_pct, p99_budget_ms, compare, max_cv_pct)
+        return _build_report(engine, since, threshold_pct, p99_budget_ms, compare, max_cv_pct, rows)
 
 
-def _build_report(engine: Engine, since: datetime | None, threshold_pct: float,
-                  p99_budget_ms: float | None, compare: tuple[str, str] | None, max_cv_pct: float) -> Report:
-    from agent.fleet.plots import model_series_from_groups
+def _build_report(engine: Engine, since: datetime | None, threshold_pct: float, p99_budget_ms: float | None,
+                  compare: tuple[str, str] | None, max_cv_pct: float, with_rows: bool | None) -> Report:
+    from agent.fleet import summary
+    from agent.fleet.plots import model_series_from_summary
+    from agent.fleet.scenarios import ScenarioTables, scenario_rows
 
-    with engine.connect() as conn:
+    with engine.connect() as conn, summary.working_table(conn, since) as table:
         runs = _runs(conn, since)
-        pairs = None if compare else _stack_pairs(runs)
-        picked_scenarios: dict[tuple, tuple] = {}
-        newest, sides = _pick_newest(conn, since, runs, pairs, scenarios=picked_scenarios)
-        tuples = _row_tuples(newest.items(), max_cv_pct, sort=False)  # Rows sorts them if read
-        del newest
+        groups = summary.Groups(conn, table, max_cv_pct, p99_budget_ms)
         detail = len({r[0] for r in runs.values()}) <= MAX_NODES_DETAIL
-        ci = speedup_intervals(conn, tuples) if detail else {}
-        scenarios = scenario_tables(conn, picked_scenarios)
+        if with_rows is None:
+            with_rows = groups.results <= RESULTS_CSV_MAX_ROWS
+        tuples = summary.sweep_rows(conn, table, max_cv_pct) if with_rows or detail else None
+        by_gpu = summary.sweep_summary(conn, groups)
+        models = sorted({g["model"] for g in by_gpu})
+        best = summary.best_configs(conn, groups)
+        per_model: dict[str, dict[tuple, tuple]] = defaultdict(dict)
+        for g in by_gpu:
+            per_model[g["model"]][(g["gpu"], g["backend"], g["precision"], g["batch_size"], g["concurrency"])] = (
+                g["nodes"], g["median_ips"], g["median_p99_ms"])
+        series = {m: model_series_from_summary(m, per_model[m], summary.figure_rows(conn, table, max_cv_pct, m))
+                  for m in models}
+        ci = speedup_intervals(conn, tuples) if detail and tuples else {}
+        sc_summary, sc_best = summary.scenario_summary(conn, table)
+        sc_rows = scenario_rows(conn, summary.scenario_rows(conn, table, invalid_only=not (with_rows or detail)))
+        scenarios = ScenarioTables(sc_rows if with_rows or detail else None, sc_summary, sc_best,
+                                   invalid=[r for r in sc_rows if r.verdict == "INVALID"])
         if compare:
-            found = {r[0] for r in conn.execute(
-                text("SELECT id FROM runs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
-                {"ids": list(compare)})}
-            missing = [x for x in compare if x not in found]
-            if missing:
-                raise AgentError(f"--compare: no run with id {missing[0]!r} in the database")
-            before = _latest_rows(conn, None, [compare[0]], max_cv_pct)
-            after = _latest_rows(conn, None, [compare[1]], max_cv_pct)
-            # two runs of one node, or of two nodes: matched by configuration
-            comparisons = _compare(before, after, threshold_pct, same_node=False)
-            compared = []
-            if before and after:
-                label = before[0].node if before[0].node == after[0].node else f"{before[0].node} → {after[0].node}"
-                compared = [_compared_node(label, before[0].stack, after[0].stack, comparisons)]
+            comparisons, compared = _run_comparison(conn, compare, threshold_pct, max_cv_pct)
         else:
+            pairs = _stack_pairs(runs)
+            ids = [rid for rid, run in runs.items() if run[8] and run[0] in pairs and run[7] in pairs[run[0]]]
+            _, sides = _pick_newest(conn, since, runs, pairs, run_ids=ids) if ids else ({}, {})
             comparisons, compared = _stack_comparisons(sides, pairs, threshold_pct, max_cv_pct)
         nodes = _nodes(conn)
         tuning = tuning_tables(conn, since)
-    by_gpu, best, groups = _summaries(tuples, p99_budget_ms)
-    per_model: dict[str, dict[tuple, list]] = defaultdict(dict)
-    for (model, *key), ts in groups.items():
-        per_model[model][tuple(key)] = ts
-    medians: dict[str, dict[tuple, tuple]] = defaultdict(dict)  # the summary's, reused by the figures
-    for g in by_gpu:
-        medians[g["model"]][(g["gpu"], g["backend"], g["precision"], g["batch_size"], g["concurrency"])] = (
-            g["median_ips"], g["median_p99_ms"])
-    series = {m: model_series_from_groups(m, g, medians[m]) for m, g in per_model.items()}
     return Report(generated_at=datetime.now(UTC), since=since, threshold_pct=threshold_pct,
-                  p99_budget_ms=p99_budget_ms, nodes=nodes, rows=Rows(tuples, sort=True), by_gpu=by_gpu,
-                  best=best, comparisons=comparisons, compared_nodes=compared, series=series,
+                  p99_budget_ms=p99_budget_ms, nodes=nodes,
+                  rows=Rows(tuples, sort=True) if tuples is not None else Rows.unread(groups.results),
+                  by_gpu=by_gpu, best=best, comparisons=comparisons, compared_nodes=compared, series=series,
                   max_cv_pct=max_cv_pct, scenarios=scenarios, speedup_ci=ci, tuning=tuning)
+
+
+def _run_comparison(conn, compare: tuple[str, str], threshold_pct: float,
+                    max_cv_pct: float) -> tuple[list[Comparison], list[dict]]:
+    """``--compare BEFORE AFTER``: two runs of one node, or of two nodes, matched by configuration."""
+    found = {r[0] for r in conn.execute(
+        text("SELECT id FROM runs WHERE id IN :ids").bindparams(bindparam("ids", expanding=True)),
+        {"ids": list(compare)})}
+    missing = [x for x in compare if x not in found]
+    if missing:
+        raise AgentError(f"--compare: no run with id {missing[0]!r} in the database")
+    before = _latest_rows(conn, None, [compare[0]], max_cv_pct)
+    after = _latest_rows(conn, None, [compare[1]], max_cv_pct)
+    comparisons = _compare(before, after, threshold_pct, same_node=False)
+    compared = []
+    if before and after:
+        label = before[0].node if before[0].node == after[0].node else f"{before[0].node} → {after[0].node}"
+        compared = [_compared_node(label, before[0].stack, after[0].stack, comparisons)]
+    return comparisons, compared
 
 
 def row_dict(r: Row | Comparison) -> dict:

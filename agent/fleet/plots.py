@@ -2,8 +2,9 @@
 opens offline and stays sharp at any zoom.
 
 One figure per model (throughput and p99 latency against batch size), drawn
-from the per-GPU summary (medians over nodes), never from the rows one by
-one: a figure costs about a millisecond whatever the fleet's size. (They used
+from the per-GPU summary (medians over nodes, ``model_series_from_summary``),
+never from the rows one by one: a figure costs about a millisecond whatever
+the fleet's size. (They used
 to be matplotlib PNGs drawn in a process pool — a third of a second of CPU per
 figure plus a matplotlib import per worker, the larger part of the report's
 time.) Every text in a figure (GPU, node and backend names come from the
@@ -15,9 +16,10 @@ from __future__ import annotations
 import math
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from html import escape
 
-from agent.fleet.data import Row, as_tuples
+from agent.fleet.data import Row, Rows, as_tuples
 
 BACKEND_DASH = {"eager": "", "torchscript": "6 3", "onnx": "8 3 2 3", "tensorrt": "2 3"}
 OTHER_DASHES = ("10 4", "4 2 1 2", "1 2", "12 3 3 3")
@@ -32,7 +34,7 @@ def model_series_from_groups(model: str, groups: dict[tuple, list[tuple]],
     """Throughput and p99 against batch size, one line per node (up to
     MAX_NODE_GROUPS nodes) or per GPU (medians over its nodes) and backend, at
     the lowest concurrency measured. ``groups``: (GPU, backend, precision, batch,
-    concurrency) -> Row-ordered tuples of one model (``data._summaries``);
+    concurrency) -> Row-ordered tuples of one model;
     ``medians``: the same key -> (median throughput, median p99) where already
     computed (the per-GPU summary), used for a point made of one group only."""
     if not groups:
@@ -69,7 +71,38 @@ def model_series_from_groups(model: str, groups: dict[tuple, list[tuple]],
             "batches": sorted({k[3] for k in sel})}
 
 
-def model_series(model: str, rows) -> dict | None:  # noqa: ANN001
+def model_series_from_summary(model: str, groups: dict[tuple, tuple[int, float, float]],
+                              fetch: Callable[..., list[tuple]]) -> dict | None:
+    """``model_series`` from the per-GPU summary, without reading every row:
+    ``groups``: (GPU, backend, precision, batch, concurrency) -> (nodes, median
+    throughput, median p99) of one model; ``fetch(concurrency, gpu=, backend=, bs=)``
+    reads Row-ordered tuples. Where every group at the lowest concurrency has at most
+    MAX_NODE_GROUPS nodes (a line per node is possible) those rows are read and drawn
+    as ``model_series`` draws them; otherwise each point is its group's medians, and
+    only a point that spans several precisions reads its rows for their median."""
+    if not groups:
+        return None
+    conc = min(k[4] for k in groups)
+    sel = {k: v for k, v in groups.items() if k[4] == conc}
+    if all(v[0] <= MAX_NODE_GROUPS for v in sel.values()):
+        return model_series(model, Rows(fetch(conc)))
+    parts: dict[tuple[str, str, int], list[tuple]] = defaultdict(list)
+    for key in sel:
+        parts[(key[0], key[1], key[3])].append(key)
+    lines: dict[tuple[str, str], tuple[list, list, list]] = {}
+    for (gpu, backend, bs), keys in sorted(parts.items()):
+        if len(keys) == 1:
+            _n, ips, p99 = sel[keys[0]]
+        else:
+            ts = fetch(conc, gpu=gpu, backend=backend, bs=bs)
+            ips, p99 = statistics.median(t[9] for t in ts), statistics.median(t[11] for t in ts)
+        xs, ys, zs = lines.setdefault((gpu, backend), ([], [], []))
+        xs.append(bs), ys.append(ips), zs.append(p99)
+    return {"title": f"{model} — by GPU (median over nodes) and backend, concurrency {conc}",
+            "lines": [(g, b, *v) for (g, b), v in lines.items()], "batches": sorted({k[3] for k in sel})}
+
+
+def model_series(model: str, rows) -> dict | None:
     """``model_series_from_groups`` for a list of Rows (or ``Rows``) of one model."""
     groups: dict[tuple, list[tuple]] = defaultdict(list)
     for t in as_tuples(rows):
@@ -83,7 +116,7 @@ def _nice_ticks(top: float, n: int = 5) -> list[float]:
     raw = top / n
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
-    return [i * step for i in range(int(math.ceil(top / step - 1e-9)) + 1)]
+    return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]
 
 
 def _label(v: float) -> str:
@@ -138,8 +171,8 @@ def draw(series: dict) -> str:
     others = iter(OTHER_DASHES * (len(backends) // len(OTHER_DASHES) + 1))
     dashes = {b: BACKEND_DASH[b] if b in BACKEND_DASH else next(others) for b in backends}
     height = max(300, 40 + 15 * (len(groups) + len(backends) + 1))
-    out = [f'<svg class="figure" role="img" width="960" height="{height}" viewBox="0 0 960 {height}" '
-           'font-family="sans-serif" font-size="10">',
+    out = [(f'<svg class="figure" role="img" width="960" height="{height}" viewBox="0 0 960 {height}" '
+           'font-family="sans-serif" font-size="10">'),
            f'<title>{escape(series["title"])}</title>',
            f'<text x="400" y="16" text-anchor="middle" font-size="12">{escape(series["title"])}</text>']
     _panel(out, 0, series, 3, "throughput (inferences/s)", colors, dashes)

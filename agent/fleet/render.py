@@ -21,16 +21,22 @@ from pathlib import Path
 from typing import IO
 
 from agent import csvsafe
-from agent.fleet.data import MAX_NODES_DETAIL, ROW_FIELDS, Comparison, Report, Row, as_tuples, no_gc
+from agent.fleet.data import (
+    MAX_NODES_DETAIL,
+    RESULTS_CSV_MAX_ROWS,
+    ROW_FIELDS,
+    Comparison,
+    Report,
+    Row,
+    Rows,
+    as_tuples,
+    no_gc,
+)
 from agent.fleet.scenarios import SCENARIO_FIELDS
 from agent.fleet.tuning import context as tuning_context
 from agent.fsutil import atomic_path
 
 FORMATS = ("html", "md", "csv")
-# results.csv is the export of every newest result (372,000 rows, 106 MB at 1,000 nodes): by
-# default it is written up to this many rows; above, only on request (--results-csv), and the
-# report says so. Its size and time grow with the fleet; the report's other files do not.
-RESULTS_CSV_MAX_ROWS = 100_000
 MAX_INVALID_SHOWN = 200  # INVALID scenario results listed in HTML/Markdown; scenarios.csv has all
 
 CSV_FILES = {
@@ -117,7 +123,12 @@ def _cached_csv(f: IO[str], records, columns: list[str], get) -> None:  # noqa: 
 
 
 def writes_results_csv(report: Report, results_csv: bool | None = None) -> bool:
-    """``results_csv`` when given, else whether the report has at most RESULTS_CSV_MAX_ROWS rows."""
+    """``results_csv`` when given, else whether the report has at most RESULTS_CSV_MAX_ROWS
+    rows; never for a report that did not read its rows (``data.build_report(rows=...)``)."""
+    if isinstance(report.rows, Rows) and not report.rows.read:
+        if results_csv:
+            report.rows.tuples  # noqa: B018 -- raises the AgentError that says how to read them
+        return False
     return len(report.rows) <= RESULTS_CSV_MAX_ROWS if results_csv is None else results_csv
 
 
@@ -127,9 +138,10 @@ def _csv_tables(report: Report) -> dict[str, tuple]:
                  "throughput_ips", "p99_ms", "cost_per_million", "note"]
     gpu_cols = list(report.by_gpu[0]) if report.by_gpu else ["model"]
     scenario_rows = report.scenarios.rows if report.scenarios else []
-    return {
+    unread = isinstance(report.rows, Rows) and not report.rows.read
+    return {  # records None: the rows were not read (a large fleet's report, data.build_report)
         # every newest result: the tuples are already in Row field order (written by _results_csv)
-        "results.csv": (as_tuples(report.rows), list(ROW_FIELDS), None),
+        "results.csv": (None if unread else as_tuples(report.rows), list(ROW_FIELDS), None),
         "scenarios.csv": (scenario_rows, list(SCENARIO_FIELDS), attrgetter(*SCENARIO_FIELDS)),
         "by_gpu.csv": (report.by_gpu, gpu_cols, itemgetter(*gpu_cols)),
         "best.csv": (report.best, best_cols, itemgetter(*best_cols)),
@@ -141,6 +153,8 @@ def csv_files(report: Report) -> dict[str, str]:
     """Each CSV file's text (``write_report`` writes them straight to the files)."""
     out = {}
     for name, table in _csv_tables(report).items():
+        if table[0] is None:
+            continue
         buf = io.StringIO()
         _write_table(buf, name, table)
         out[name] = buf.getvalue()
@@ -178,7 +192,7 @@ def context(report: Report, with_plots: bool, results_csv: bool = True) -> dict:
     flagged = [c for c in report.comparisons if c.flag != "unchanged"]
     sc = report.scenarios
     scen_models = []
-    if sc is not None and sc.rows:
+    if sc is not None and sc.summary:
         summary: dict[str, list[dict]] = {}
         for g in sc.summary:
             summary.setdefault(g["model"], []).append(g)
@@ -223,7 +237,7 @@ def write_report(report: Report, out: Path, formats: list[str], results_csv: boo
         tmp.mkdir()
         if "csv" in formats:
             for name, table in _csv_tables(report).items():
-                if name == "results.csv" and not with_results:
+                if table[0] is None or (name == "results.csv" and not with_results):
                     continue
                 with open(tmp / name, "w", newline="", buffering=1 << 20) as f:
                     _write_table(f, name, table)

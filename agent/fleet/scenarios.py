@@ -6,9 +6,11 @@ model × backend (``onnx``, or ``triton-onnx`` when served) × precision × batc
 the scenario's MLPerf metric (``results.scenario_metric``): samples/s
 (offline), scheduled QPS at the p99 latency bound (server), p90 latency
 (single-stream), p99 latency per query (multi-stream). LoadGen's verdict is
-``scenario_valid``; the newest results are picked in the report's one pass
-over the results table (``data._pick_newest``; ``SCENARIOS_SQL`` is the
-reference the tests compare with). An INVALID result is listed with LoadGen's reasons (read
+``scenario_valid``. The newest results are kept at ingest in ``latest_results``
+(``SCENARIOS_SQL`` is the reference the tests compare with); the report
+summarises them in SQL (``agent.fleet.summary.scenario_summary``) and reads the
+rows themselves only for scenarios.csv (with results.csv) and a small fleet's
+tables. An INVALID result is listed with LoadGen's reasons (read
 from the stored document of its run — INVALID results are few, so only those
 documents are read) and is never ranked: medians, "best" and the ranking use
 VALID results only."""
@@ -30,6 +32,7 @@ METRIC = {  # scenario -> (metric, unit, higher is better)
     "multi-stream": ("p99_latency_ms", "ms p99 latency per query", False),
 }
 ORDER = tuple(METRIC)  # offline, server, single-stream, multi-stream
+RANK = {s: i for i, s in enumerate(ORDER)}
 
 # reference query (tests): the newest scenario result per configuration, by window function
 SCENARIOS_SQL = """
@@ -75,7 +78,7 @@ SCENARIO_FIELDS = tuple(ScenarioRow.__dataclass_fields__)
 
 @dataclass
 class ScenarioTables:
-    rows: list[ScenarioRow]  # newest per configuration, by model, scenario, node, backend
+    rows: list[ScenarioRow] | None  # newest per configuration, by model, scenario, node, backend (None: not read)
     summary: list[dict]  # per model × scenario × GPU × backend: VALID/INVALID counts, median and best VALID
     best: list[dict]  # per model × scenario: the best VALID result (never an INVALID one)
     invalid: list[ScenarioRow] = field(default_factory=list)
@@ -113,7 +116,7 @@ def invalid_results(doc: str) -> list[dict]:
             if isinstance(r.get("scenario"), dict) and r["scenario"].get("valid") is False]
 
 
-def _reasons(conn, wanted: dict[str, list[tuple]]) -> dict[tuple, str]:  # noqa: ANN001
+def _reasons(conn, wanted: dict[str, list[tuple]]) -> dict[tuple, str]:
     """(run, model, format, precision, batch, scenario) -> LoadGen's reasons, from the
     documents of the runs in ``wanted`` (only runs with an INVALID newest result)."""
     out: dict[tuple, str] = {}
@@ -128,18 +131,10 @@ def _reasons(conn, wanted: dict[str, list[tuple]]) -> dict[tuple, str]:  # noqa:
     return out
 
 
-def scenario_tables(conn, picked: dict[tuple, tuple]) -> ScenarioTables:  # noqa: ANN001
-    """The tables from the newest scenario results that ``data._pick_newest`` picked in its
-    pass ((node, model, backend, precision, batch, scenario) -> (effective time, id,
-    raw result row, run)); equal to SCENARIOS_SQL's rows (the tests compare)."""
-    raw = [(key[0], run[1], key[1], key[2], key[3], key[4], key[5], t[15], t[16], t[0], t[11], t[3])
-           for key, (_eff, _id, t, run) in picked.items()]
-    return tables_from_rows(conn, raw)
-
-
-def tables_from_rows(conn, raw: list[tuple]) -> ScenarioTables:  # noqa: ANN001
+def scenario_rows(conn, raw: list[tuple]) -> list[ScenarioRow]:
     """``raw``: SCENARIOS_SQL-shaped tuples (node, GPU, model, backend, precision, batch,
-    scenario, valid, metric value, run, created, format)."""
+    scenario, valid, metric value, run, created, format) -> rows in the report's order,
+    an INVALID one with LoadGen's reasons (read from its run's document)."""
     wanted: dict[str, list[tuple]] = defaultdict(list)
     for t in raw:
         if not t[7]:
@@ -154,10 +149,16 @@ def tables_from_rows(conn, raw: list[tuple]) -> ScenarioTables:  # noqa: ANN001
             created = datetime.fromisoformat(created)
         rows.append(ScenarioRow(node, gpu, model, backend, precision, bs, scenario,
                                 "VALID" if valid else "INVALID", metric, value, unit, run_id, created, why))
-    rank = {s: i for i, s in enumerate(ORDER)}
-    rows.sort(key=lambda r: (r.model, rank.get(r.scenario, 9), r.scenario, r.node, r.backend, r.precision,
+    rows.sort(key=lambda r: (r.model, RANK.get(r.scenario, 9), r.scenario, r.node, r.backend, r.precision,
                              r.batch_size))
-    return ScenarioTables(rows, *_summaries(rows, rank), invalid=[r for r in rows if r.verdict == "INVALID"])
+    return rows
+
+
+def tables_from_rows(conn, raw: list[tuple]) -> ScenarioTables:
+    """The tables computed from every row (the reference the tests compare the report's
+    SQL summaries with, ``agent.fleet.summary.scenario_summary``)."""
+    rows = scenario_rows(conn, raw)
+    return ScenarioTables(rows, *_summaries(rows, RANK), invalid=[r for r in rows if r.verdict == "INVALID"])
 
 
 def _summaries(rows: list[ScenarioRow], rank: dict) -> tuple[list[dict], list[dict]]:
