@@ -7,10 +7,11 @@ server run and every 25th an INVALID offline run, whose reasons the report
 reads from those runs' documents), and records cv_pct and the speedup interval.
 
 Prints, per fleet size, the time to build the report's numbers (``query``:
-build_report — the SQL and the one pass over the rows) and to write it
+build_report — the SQL summaries, and the rows where they are written) and to write it
 (``render``: HTML with 31 inline figures and the scenario tables, Markdown, and
-every CSV — results.csv as ``agent fleet report`` decides by default, i.e. up to
-100,000 rows, or always with ``--results-csv``; the CSV part also on its own),
+every CSV — results.csv and scenarios.csv as ``agent fleet report`` decides by
+default, i.e. up to 100,000 results, and also never (like for like: the same
+files at both sizes), see ``--results-csv``; the CSV part also on its own),
 their sum, and the ratio of the two sizes.
 Each measurement runs in a fresh Python process (as ``agent fleet report``
 does: imports, a cold start), and the sizes are interleaved (small, big,
@@ -19,7 +20,8 @@ median of the repetitions is reported, with the load average before and after.
 
     .venv/bin/python benchmarks/bench_fleet_report.py [--nodes 1000] [--repeat 3] [--keep DIR]
         [--baseline GIT-REV]   # also time the report code of an older commit, interleaved (A/B)
-        [--results-csv]        # always write results.csv (older code always does)
+        [--results-csv auto|always|never]  # results.csv + scenarios.csv: as the CLI decides
+                               # (up to 100,000 results), always, or never (older code: always)
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def cpu():
 
 def main():
     engine = make_engine(sys.argv[2])
-    # results.csv (and scenarios.csv) as the CLI decides by default (--results-csv: always)
+    # results.csv and scenarios.csv: as the CLI decides by default (None), always (True), never (False)
     rows = {"rows": json.loads(sys.argv[4])} if "rows" in inspect.signature(build_report).parameters else {}
     c0, t0 = cpu(), time.perf_counter()
     report = build_report(engine, p99_budget_ms=10.0, **rows)
@@ -60,8 +62,7 @@ def main():
     engine.dispose()  # as agent fleet report does: the report is written from memory
     write_report(report, Path(sys.argv[3]), ["html", "md"])
     t2 = time.perf_counter()
-    # the same files as one call with all three formats; results.csv as the CLI decides
-    # by default (--results-csv: always), older code: always
+    # the same files as one call with all three formats (older code: results.csv always)
     opt = {"results_csv": json.loads(sys.argv[4])} if "results_csv" in inspect.signature(write_report).parameters else {}
     write_report(report, Path(sys.argv[3] + "-csv"), ["csv"], **opt)
     t3 = time.perf_counter()
@@ -97,6 +98,9 @@ def generate(url: str, nodes: int) -> tuple[float, int]:
     return time.perf_counter() - t, count
 
 
+CSV_MODES = {"auto": None, "always": True, "never": False}  # build_report(rows=...), write_report(results_csv=...)
+
+
 def checkout(rev: str, work: Path) -> Path:
     """The agent package and templates of ``rev`` (read from git, nothing in the working tree changes)."""
     dest = work / f"rev-{rev.replace('/', '_')}"
@@ -126,9 +130,14 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="measurements per size (and code version)")
     ap.add_argument("--baseline", help="a git revision whose report code is timed too, interleaved")
     ap.add_argument("--keep", type=Path, help="keep the databases and reports here (and reuse the databases)")
-    ap.add_argument("--results-csv", action="store_true",
-                    help="always write results.csv (default: as agent fleet report does, up to 100,000 rows)")
+    ap.add_argument("--results-csv", default="auto,never",
+                    help="results.csv and scenarios.csv, comma-separated modes measured interleaved: auto (as "
+                         "agent fleet report decides: up to 100,000 results, i.e. at 100 nodes but not at "
+                         "1,000), always, never (like for like: the same files at both sizes)")
     args = ap.parse_args()
+    modes = args.results_csv.split(",")
+    if not set(modes) <= set(CSV_MODES):
+        ap.error(f"--results-csv: modes are {', '.join(CSV_MODES)}")
     work = Path(args.keep or tempfile.mkdtemp(prefix="bench-fleet-"))
     work.mkdir(parents=True, exist_ok=True)
     sizes = (max(1, args.nodes // 10), args.nodes)
@@ -149,38 +158,41 @@ def main() -> None:
         versions = {"now": ROOT}
         if args.baseline:
             versions = {args.baseline: checkout(args.baseline, work), "now": ROOT}
-        runs: dict[tuple[str, int], list[dict]] = {(v, n): [] for v in versions for n in sizes}
+        # older code has one behaviour (results.csv always): one mode for it
+        cases = [(v, mode) for v in versions for mode in (modes if v == "now" else modes[:1])]
+        runs: dict[tuple[str, str, int], list[dict]] = {(v, mode, n): [] for v, mode in cases for n in sizes}
         loads = []
-        for i in range(args.repeat):  # A/B/A/B: sizes (and versions) alternate within every round
-            for v, code in versions.items():
+        for i in range(args.repeat):  # A/B/A/B: sizes (and versions, modes) alternate within every round
+            for v, mode in cases:
                 for n in sizes:
                     loads.append(os.getloadavg()[0])
-                    m = measure(code, urls[n], work / f"report-{n}", True if args.results_csv else None)
+                    m = measure(versions[v], urls[n], work / f"report-{n}", CSV_MODES[mode])
                     if counts[n] is not None:
                         assert m["rows"] == counts[n], (m["rows"], counts[n])
-                    runs[(v, n)].append(m)
-                    print(f"  round {i + 1} {v:>8} {n:>5} nodes: query {m['query']:6.2f} s  render {m['render']:6.2f} s"
+                    runs[(v, mode, n)].append(m)
+                    print(f"  round {i + 1} {v:>8} {mode:>6} {n:>5} nodes: query {m['query']:6.2f} s  "
+                          f"render {m['render']:6.2f} s"
                           f" (CSV {m.get('csv', float('nan')):5.2f} s)  total {m['query'] + m['render']:6.2f} s"
                           f"  CPU {m['cpu']:6.2f} s  load {loads[-1]:.1f}"
                           f"{'' if m.get('results_csv', True) else '  (no results.csv)'}", flush=True)
         print(f"\nmedian of {args.repeat} (fresh process each; load average {min(loads):.1f}–{max(loads):.1f}, "
               f"{os.getloadavg()[0]:.1f} after)")
-        print(f"{'code':>8} {'nodes':>6} {'results':>9} {'query s':>8} {'render s':>9} {'(CSV s)':>8} "
+        print(f"{'code':>8} {'csv':>6} {'nodes':>6} {'results':>9} {'query s':>8} {'render s':>9} {'(CSV s)':>8} "
               f"{'total s':>8} {'CPU s':>7} {'report.html':>12}")
-        for v in versions:
+        for v, mode in cases:
             totals = {}
             for n in sizes:
-                ms = runs[(v, n)]
+                ms = runs[(v, mode, n)]
                 q = statistics.median(m["query"] for m in ms)
                 r = statistics.median(m["render"] for m in ms)
                 totals[n] = statistics.median(m["query"] + m["render"] for m in ms)
                 cpu = statistics.median(m["cpu"] for m in ms)
                 csv_s = statistics.median(m.get("csv", float("nan")) for m in ms)
-                print(f"{v:>8} {n:>6} {ms[0]['rows']:>9,} {q:>8.2f} {r:>9.2f} {csv_s:>8.2f} {totals[n]:>8.2f} "
+                print(f"{v:>8} {mode:>6} {n:>6} {ms[0]['rows']:>9,} {q:>8.2f} {r:>9.2f} {csv_s:>8.2f} {totals[n]:>8.2f} "
                       f"{cpu:>7.2f} {ms[0]['html_mb']:>9.2f} MB"
                       f"{'' if ms[0].get('results_csv', True) else '  (no results.csv)'}")
             small, big = sizes
-            print(f"{v:>8} total time ratio {big}/{small} nodes: {totals[big] / totals[small]:.2f}x "
+            print(f"{v:>8} {mode:>6} total time ratio {big}/{small} nodes: {totals[big] / totals[small]:.2f}x "
                   f"for {big // small}x the data")
     finally:
         if not args.keep:

@@ -391,6 +391,8 @@ def _latest_rows(conn, since: datetime | None, run_ids: list[str] | None = None,
     return [Row(*t) for t in _row_tuples(newest.items(), max_cv_pct)]
 
 
+# _derive, _by_gpu and _best: the report's definitions over Row objects — the reference the
+# tests hold agent.fleet.summary's SQL to, and how a Report is made from a list of Rows
 def _derive(rows: list[Row]) -> None:
     eager = {(r.node, r.model, r.precision, r.batch_size, r.concurrency): r.throughput_ips
              for r in rows if r.backend == "eager"}
