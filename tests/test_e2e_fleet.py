@@ -222,9 +222,12 @@ def fleet(tmp_path_factory: pytest.TempPathFactory):
             for name, http_port in NODES.items():
                 cname = f"inferfleet-e2e-{tag}-{name}"
                 f.containers[name] = cname  # removed by the teardown even if the boot fails
-                # privileged: Docker (the container_runtime role) runs inside the node
+                # privileged: Docker (the container_runtime role) runs inside the node. /dev/shm
+                # closer to a VM's (half its memory there) than podman's default 64 MB: Triton's
+                # python-backend stubs exchange every request through it, and tune.yml loads
+                # candidate configurations beside the served models
                 start_node(cname, image, network=f.network, mounts=mounts, hostname=name,
-                           extra=["--privileged"], timeout=st.left())
+                           extra=["--privileged", "--shm-size=2g"], timeout=st.left())
                 nodes[name] = {
                     "public_ip": None, "private_ip": None, "ssh_user": "root",
                     "cloud": "podman", "region": "local", "instance_type": "container-2cpu",
