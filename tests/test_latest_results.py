@@ -87,6 +87,13 @@ def hand_made() -> list[ResultDocument]:
         # no price, no GPU: cost NULL, gpu "cpu"
         doc(15, [res("resnet18", f) for f in ("eager", "onnx")], 55, price_per_hour=None, gpu_name=None,
             gpu_count=0),
+        # node 16: eager alone, then an older document with eager and onnx: its onnx is new (kept),
+        # its eager is not — the onnx speedup is over the newer eager of the other document
+        doc(16, [res("mobilenet_v2", "eager", seed=30)], 61),
+        doc(16, [res("mobilenet_v2", f, seed=31) for f in ("eager", "onnx")], 60),
+        # an fp16 eager of throughput 0 is no base: the fp32 eager's (of the document before) is
+        doc(16, [res("mobilenet_v2", "eager", precision="fp16", seed=32, throughput_ips=0.0),
+                 res("mobilenet_v2", "onnx", precision="fp16", seed=32)], 62),
     ]
 
 
@@ -240,6 +247,12 @@ def test_ingest_one_at_a_time_keeps_the_newest_of_every_configuration(db_url):
     assert not any(k[1] == "resnet34" or (k[0] == "node-0014" and k[4] == 8) for k in got)
     assert got[("node-0015", "resnet18", "onnx", "fp32", 1, 1, "")]["cost_per_million"] is None
     assert got[("node-0015", "resnet18", "onnx", "fp32", 1, 1, "")]["gpu"] == "cpu"
+    n16 = "node-0016"
+    assert got[(n16, "mobilenet_v2", "eager", "fp32", 1, 1, "")]["run_id"] == docs[14].id
+    assert got[(n16, "mobilenet_v2", "onnx", "fp32", 1, 1, "")]["speedup_vs_eager"] == pytest.approx(
+        docs[15].results[1].throughput_ips / docs[14].results[0].throughput_ips)
+    assert got[(n16, "mobilenet_v2", "onnx", "fp16", 1, 1, "")]["speedup_vs_eager"] == pytest.approx(
+        docs[16].results[1].throughput_ips / docs[14].results[0].throughput_ips)
 
     # a duplicate delivery changes nothing
     assert not ingest(engine, docs[1]) and not ingest(engine, docs[-1])
@@ -295,8 +308,26 @@ def test_migration_0004_backfills_latest_results_from_stored_results(db_url):
     assert_matches_references(engine)
     names = {i["name"] for i in inspect(engine).get_indexes("latest_results")}
     assert {"ix_latest_ips", "ix_latest_p99", "ix_latest_speedup", "ix_latest_cost", "ix_latest_scenario"} <= names
+    assert "ix_results_tuning" in {i["name"] for i in inspect(engine).get_indexes("results")}
     assert "ix_results_config" not in {i["name"] for i in inspect(engine).get_indexes("results")}
     command.downgrade(alembic_config(engine), "0003")
     assert "latest_results" not in inspect(engine).get_table_names()
     assert "ix_results_config" in {i["name"] for i in inspect(engine).get_indexes("results")}
+    assert "ix_results_tuning" not in {i["name"] for i in inspect(engine).get_indexes("results")}
     engine.dispose()
+
+
+def test_the_tuning_section_reads_tuning_points_by_their_partial_index(tmp_path):
+    """agent.fleet.tuning's query (no --since) reads results through ix_results_tuning
+    (the tuning points only) on SQLite, not by a scan of every result."""
+    from sqlalchemy import text
+
+    from agent.collector.db import make_engine, migrate
+    from agent.fleet.tuning import TUNING_SQL
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'c.db'}")
+    migrate(engine)
+    with engine.connect() as conn:
+        plan = " / ".join(r[3] for r in conn.execute(text("EXPLAIN QUERY PLAN " + TUNING_SQL.format(where=""))))
+    engine.dispose()
+    assert "res USING INDEX ix_results_tuning" in plan, plan

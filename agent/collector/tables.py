@@ -91,6 +91,9 @@ results = Table(
     Index("ix_results_run", "run_id"),
     Index("ix_results_model_format", "model", "format"),
     Index("ix_results_created", "created_at"),
+    # the fleet report's tuning section (agent.fleet.tuning) reads only tuning points (migration 0004)
+    Index("ix_results_tuning", "run_id", sqlite_where=text("tuning IS NOT NULL"),
+          postgresql_where=text("tuning IS NOT NULL")),
 )
 
 # The newest result of every configuration, kept at ingest (agent.collector.latest) in

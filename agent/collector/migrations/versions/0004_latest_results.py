@@ -7,8 +7,9 @@ Create Date: 2026-12-01
 The fleet report reads ``latest_results`` instead of scanning every stored
 result; ingest keeps it (``agent.collector.latest``). This revision creates it,
 fills it from the results already stored (the newest per configuration by a
-window function, then every sweep row's speedup over eager) and drops
-``ix_results_config``, which no query uses any more. The SQL is this
+window function, then every sweep row's speedup over eager), drops
+``ix_results_config``, which no query uses any more, and adds ``ix_results_tuning``
+(the tuning points only: the fleet report's tuning section reads nothing else). The SQL is this
 revision's own copy of ``agent.collector.latest``'s at the time: a migration
 must not change when the application's code does.
 """
@@ -99,9 +100,12 @@ def upgrade() -> None:
     op.create_index("ix_latest_scenario", "latest_results", [*GROUP, "scenario_valid", "scenario_metric"],
                     sqlite_where=sa.text("scenario <> ''"), postgresql_where=sa.text("scenario <> ''"))
     op.drop_index("ix_results_config", table_name="results")
+    op.create_index("ix_results_tuning", "results", ["run_id"], sqlite_where=sa.text("tuning IS NOT NULL"),
+                    postgresql_where=sa.text("tuning IS NOT NULL"))
 
 
 def downgrade() -> None:
+    op.drop_index("ix_results_tuning", table_name="results")
     op.create_index("ix_results_config", "results",
                     ["node_name", "model", "format", "precision", "batch_size", "concurrency", "created_at"])
     op.drop_table("latest_results")  # its indexes with it
