@@ -11,14 +11,16 @@ precision, batch and concurrency (on images for an image row), else of its fp32 
 (an eager result may arrive after the rows it is the base of); an eager throughput of 0
 counts as none. Scenario rows have none. Only rows that change are written.
 
-One document (``fold_document``, the collector's hot path): its rows are already in
-Python. One read of the stored rows of its node × models (a primary-key prefix seek),
-the merge and the speedups computed here, then one upsert of the document's newest rows
-(guarded by the same "newer" condition) and, only when an eager row changed the base of
-stored rows, an update of those. Every ingest of a node first upserts its ``nodes`` row,
-which locks it to the end of the transaction: the rows read stay the node's rows until
-the commit. The statements are static text (arrays on PostgreSQL, JSON on SQLite), so
-the driver prepares them once per connection.
+One document (``ingest.store_results``, the collector's hot path): its rows are
+already in Python (``latest_rows``). The stored newest rows of its node × models (on
+PostgreSQL returned by the run's insert, ``stored_json``; a primary-key prefix seek) are
+merged with them here (``merge``: which rows are newer, their speedups, the stored rows
+whose eager base changed), then one upsert writes the newer rows — guarded by the same
+"newer" condition — and, only when an eager row of the document changed the base of
+stored rows, an update sets those (``write_latest``). Every ingest of a node first
+upserts its ``nodes`` row, which locks it to the end of the transaction: the rows read
+stay the node's newest until the commit. Static statement text (PostgreSQL: the rows as
+one JSON parameter), so the driver prepares each once per connection.
 
 A batch (``update_latest``, the bulk loader): two SQL statements over the inserted
 runs — an upsert of the newest result per key (``ROW_NUMBER()``: PostgreSQL refuses to
