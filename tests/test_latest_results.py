@@ -209,6 +209,7 @@ def rows_of(engine):  # noqa: ANN001, ANN201
 def test_ingest_one_at_a_time_keeps_the_newest_of_every_configuration(db_url):
     from agent.collector.db import make_engine, migrate
     from agent.collector.ingest import ingest
+    from agent.collector.latest import fold_pending
 
     engine = make_engine(db_url)
     migrate(engine)
@@ -217,8 +218,13 @@ def test_ingest_one_at_a_time_keeps_the_newest_of_every_configuration(db_url):
         if i == 9:  # created after the 2099 document arrived
             d.created_at = datetime.now(UTC)
         assert ingest(engine, d)
-        if i == 0:  # no eager yet: no speedup
-            assert all(v["speedup_vs_eager"] is None for v in rows_of(engine).values())
+        if i == 0:  # ingest queues the run; folded, it is there — without an eager, no speedup
+            assert rows_of(engine) == {} and fold_pending(engine) == 1
+            rows = rows_of(engine)
+            assert rows and all(v["speedup_vs_eager"] is None for v in rows.values())
+        elif i % 4 == 0:  # folded in batches of every size, as the collector's idle moments fall
+            assert fold_pending(engine, batch=3) == 4
+    assert fold_pending(engine) == (len(docs) - 1) % 4 and fold_pending(engine) == 0
     got = assert_matches_references(engine)
 
     n1 = "node-0011"
@@ -254,9 +260,50 @@ def test_ingest_one_at_a_time_keeps_the_newest_of_every_configuration(db_url):
     assert got[(n16, "mobilenet_v2", "onnx", "fp16", 1, 1, "")]["speedup_vs_eager"] == pytest.approx(
         docs[16].results[1].throughput_ips / docs[14].results[0].throughput_ips)
 
-    # a duplicate delivery changes nothing
+    # a duplicate delivery changes nothing, and queues nothing
     assert not ingest(engine, docs[1]) and not ingest(engine, docs[-1])
-    assert rows_of(engine) == got
+    assert fold_pending(engine) == 0 and rows_of(engine) == got
+    engine.dispose()
+
+
+def test_the_collector_folds_while_idle_and_the_report_folds_the_rest(db_url, tmp_path):
+    """A running collector queues each document's run and folds the queue in the background
+    once no document arrived for a moment; the fleet report folds whatever is still queued
+    before it reads: both give the references' rows."""
+    import time
+
+    from sqlalchemy import func, select
+
+    from agent.collector.db import make_engine, migrate
+    from agent.collector.ingest import ingest
+    from agent.collector.tables import latest_pending
+    from agent.fleet.data import build_report
+
+    engine = make_engine(db_url)
+    migrate(engine)
+    docs = [d for d in documents()[:9] if d.created_at.year < 2090]  # the collector refuses the future
+    c = Collector(db_url, tmp_path / "collector.log").start()
+    try:
+        for d in docs:
+            assert c.post(d.model_dump_json()).status_code == 201
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(select(func.count()).select_from(latest_pending)).scalar() == 0:
+                    break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the collector did not fold its queue within 60 s of going idle")
+    finally:
+        c.stop()
+    assert_matches_references(engine)
+    for d in documents()[9:]:  # stored, not folded: the report folds them first
+        assert ingest(engine, d)
+    report = build_report(engine)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(latest_pending)).scalar() == 0
+    assert_matches_references(engine)
+    assert len(report.rows) == sum(1 for k in rows_of(engine) if not k[6])
     engine.dispose()
 
 

@@ -208,6 +208,9 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
     from agent.collector.metrics import CONTENT_TYPE, IngestMetrics
 
     metrics = IngestMetrics()
+    from agent.collector.latest import Folder
+
+    folder = Folder(engine)  # the newest result per configuration, folded in while ingest is idle
     app = FastAPI(
         title="inferfleet collector",
         version=__version__,
@@ -275,6 +278,7 @@ def create_app(engine: Engine, token: str, max_body_bytes: int = DEFAULT_MAX_BOD
             doc, created = await run_in_threadpool(_accept, bytes(body))  # off the event loop, one hop
         metrics.answered(201 if created else 200)
         if created:
+            folder.poke()
             metrics.results.inc(len(doc.results))
             return JSONResponse({"id": doc.id, "status": "created"}, status_code=201)
         return JSONResponse({"id": doc.id, "status": "duplicate"}, status_code=200)

@@ -2,9 +2,9 @@
 
 The document id is the runs table's primary key: one transaction upserts the
 node, inserts the run with ``ON CONFLICT (id) DO NOTHING`` and, only when that
-inserted a row, bulk-inserts the results (with ids reserved first, which the newest
-result per configuration needs) and folds them into the newest result per
-configuration (``agent.collector.latest``). A second delivery of the same
+inserted a row, bulk-inserts the results and queues the run for the newest result
+per configuration (``latest_pending``, folded later: ``agent.collector.latest``;
+``ingest_many`` folds its batch at once). A second delivery of the same
 document (a pusher that lost the acknowledgement, two pushers racing, two
 collector workers) inserts nothing, rolls back and is reported as a duplicate
 — no extra SELECT on the hot path."""
@@ -16,15 +16,8 @@ from operator import itemgetter
 
 from sqlalchemy import Engine, bindparam, case, func, insert, select
 
-from agent.collector.latest import (
-    latest_rows,
-    merge,
-    stored_json,
-    stored_rows,
-    update_latest,
-    write_latest,
-)
-from agent.collector.tables import STACK_FIELDS, nodes, results, runs
+from agent.collector.latest import update_latest
+from agent.collector.tables import STACK_FIELDS, latest_pending, nodes, results, runs
 from agent.schema import BenchResult, NodeFacts, ResultDocument
 
 
@@ -68,20 +61,12 @@ def _statement(conn, kind: str):  # noqa: ANN001, ANN202
                 "first_seen": lo(nodes.c.first_seen, stmt.excluded.first_seen),
                 "last_seen": hi(nodes.c.last_seen, stmt.excluded.last_seen),
             })
-        else:  # run: nothing when the id is already stored; RETURNING tells (rowcount is -1 with psycopg)
+        elif kind == "run":  # nothing when the id is already stored; RETURNING tells (rowcount is -1 with psycopg)
             stmt = _dialect_insert(conn)(runs).values({c.name: bindparam(c.name) for c in runs.c})
-            stmt = stmt.on_conflict_do_nothing(index_elements=[runs.c.id])
-            if kind == "run":
-                _STATEMENTS[key] = stmt.returning(runs.c.id)
-            else:  # "run+", PostgreSQL: and what storing its results needs, in the same round trip
-                from sqlalchemy.dialects.postgresql import array
-
-                # result_count ids from the sequence of results.id (unnest, not generate_series,
-                # whose row estimate would make PostgreSQL plan the prepared statement anew each
-                # time), and the stored newest rows of the node's :models
-                ids = select(func.array_agg(func.nextval("results_id_seq"))).select_from(
-                    func.unnest(func.array_fill(0, array([bindparam("result_count")])))).scalar_subquery()
-                _STATEMENTS[key] = stmt.returning(runs.c.id, ids, stored_json())
+            _STATEMENTS[key] = stmt.on_conflict_do_nothing(index_elements=[runs.c.id]).returning(runs.c.id)
+        else:  # pending: the run, queued for agent.collector.latest.fold_pending
+            _STATEMENTS[key] = insert(latest_pending).values(run_id=bindparam("run_id"),
+                                                             node_name=bindparam("node_name"))
     return _STATEMENTS[key]
 
 
@@ -202,30 +187,6 @@ def insert_results(conn, rows: list[dict]) -> None:  # noqa: ANN001
     dbapi.cursor().executemany(sql, params)
 
 
-def store_results(conn, run: dict, rows: list[dict], returned) -> None:  # noqa: ANN001
-    """Insert one run's result rows and fold them into latest_results, in the open
-    transaction that inserted the run (and upserted its node first: the node's lock).
-
-    Each row gets its id first (the newest per configuration names it; a tie in time goes
-    to the greater id). PostgreSQL: the run's insert returned them — ``returned`` — from the
-    sequence of ``results.id``, with the node's stored newest rows. SQLite: the ids it would
-    assign itself (max + 1 onward: the transaction has written, so it holds SQLite's one
-    write lock to its end); the stored rows are read here."""
-    pg = conn.dialect.name == "postgresql"
-    if pg:
-        ids = sorted(returned[1])
-    else:
-        top = conn.connection.driver_connection.execute("SELECT COALESCE(MAX(id), 0) FROM results").fetchone()[0]
-        ids = range(top + 1, top + 1 + len(rows))
-    for r, i in zip(rows, ids, strict=True):
-        r["id"] = i
-    insert_results(conn, rows)
-    new = latest_rows(run, rows)
-    if new:
-        write_latest(conn, *merge(new, stored_rows(conn, run, sorted({k[1] for k in new}),
-                                                   returned[2] if pg else None)))
-
-
 class _Duplicate(Exception):
     pass
 
@@ -236,16 +197,10 @@ def ingest(engine: Engine, doc: ResultDocument) -> bool:
     try:
         with engine.begin() as conn:
             _upsert_node(conn, doc, to_utc_naive(doc.created_at))
-            run, rows = run_row(doc, received), result_rows(doc)
-            if conn.dialect.name == "postgresql":
-                models = sorted({r["model"] for r in rows if r["tuning"] is None})
-                returned = _execute(conn, "run+", {**run, "models": models})
-            else:
-                returned = _execute(conn, "run", run)
-            if returned is None:
+            if _execute(conn, "run", run_row(doc, received)) is None:
                 raise _Duplicate  # rolls the node upsert back too: a duplicate changes nothing
-            if rows:
-                store_results(conn, run, rows, returned)
+            insert_results(conn, result_rows(doc))
+            _execute(conn, "pending", {"run_id": doc.id, "node_name": doc.node.node_name})
     except _Duplicate:
         return False
     return True

@@ -1,42 +1,40 @@
-"""Keep ``latest_results`` — the newest result of every configuration — at ingest.
+"""Keep ``latest_results`` — the newest result of every configuration — up to date.
 
-In the ingest's own transaction, after the results were inserted (so a duplicate
-delivery or a rollback leaves the table as it was). A row's configuration key is
-(node, model, backend, precision, batch, concurrency, scenario — see
-``tables.latest_results``), its effective time min(result created_at, run
-received_at); a stored row is replaced only by a newer one — greater effective time,
-ties by greater result id — so documents may arrive in any order. Tuning points never
-enter. A sweep row's speedup is throughput / the eager row's of the same node, model,
-precision, batch and concurrency (on images for an image row), else of its fp32 eager
-(an eager result may arrive after the rows it is the base of); an eager throughput of 0
-counts as none. Scenario rows have none. Only rows that change are written.
+Ingest only queues each stored run in ``latest_pending`` (one small row, in its own
+transaction: a duplicate delivery or a rollback queues nothing); ``fold_pending``
+folds the queued runs in batches — the collector in a background thread once no
+document arrived for IDLE_S (``Folder``), the fleet report before it reads, so a
+report is exact whenever it runs — and ``ingest_many`` (the bulk loader) folds its
+batch at once. The per-document work of keeping the table (an upsert of every
+result, several index entries each) stays off the ingest's hot path; in a batch it
+is set-based SQL.
 
-One document (``ingest.store_results``, the collector's hot path): its rows are
-already in Python (``latest_rows``). The stored newest rows of its node × models (on
-PostgreSQL returned by the run's insert, ``stored_json``; a primary-key prefix seek) are
-merged with them here (``merge``: which rows are newer, their speedups, the stored rows
-whose eager base changed), then one upsert writes the newer rows — guarded by the same
-"newer" condition — and, only when an eager row of the document changed the base of
-stored rows, an update sets those (``write_latest``). Every ingest of a node first
-upserts its ``nodes`` row, which locks it to the end of the transaction: the rows read
-stay the node's newest until the commit. Static statement text (PostgreSQL: the rows as
-one JSON parameter), so the driver prepares each once per connection.
+A row's configuration key is (node, model, backend, precision, batch, concurrency,
+scenario — see ``tables.latest_results``), its effective time min(result created_at,
+run received_at); a stored row is replaced only by a newer one — greater effective
+time, ties by greater result id — so documents may arrive, and be folded, in any
+order. Tuning points never enter. A sweep row's speedup is throughput / the eager
+row's of the same node, model, precision, batch and concurrency (on images for an
+image row), else of its fp32 eager (an eager result may arrive after the rows it is
+the base of); an eager throughput of 0 counts as none. Scenario rows have none.
 
-A batch (``update_latest``, the bulk loader): two SQL statements over the inserted
-runs — an upsert of the newest result per key (``ROW_NUMBER()``: PostgreSQL refuses to
-update a row twice in one statement), then the speedups of the runs' nodes × models
-recomputed from the stored rows. Both read only the rows of those nodes and models
-(index seeks on ``ix_results_run`` and the primary key), whatever the table's size.
-Plain SQL that SQLite and PostgreSQL parse alike, compiled once per process."""
+A batch (``update_latest``): two SQL statements over its runs — an upsert of the newest
+result per key (``ROW_NUMBER()``: PostgreSQL refuses to update a row twice in one
+statement), then the speedups of the runs' nodes × models recomputed from the stored
+rows (only rows whose speedup changes are written). Both read only the rows of those
+nodes and models (index seeks on ``ix_results_run`` and the primary key), whatever
+the table's size. On PostgreSQL several folders (collector workers, a report) take
+disjoint batches (``FOR UPDATE SKIP LOCKED``) and lock the batch's nodes (sorted) so
+that two batches of one node never recompute its speedups side by side."""
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+import threading
+import time
 
-from sqlalchemy import ARRAY, String, any_, bindparam, func, select, text
+from sqlalchemy import Engine, bindparam, text
 
-from agent.collector.tables import LATEST_KEY, latest_results
+from agent.collector.tables import LATEST_KEY
 
 # the columns written from a result (speedup_vs_eager: statement 2)
 COLUMNS = (*LATEST_KEY, "result_id", "run_id", "effective_at", "gpu", "price_per_hour", "throughput_ips",
@@ -133,118 +131,73 @@ def refresh_speedups(conn, table: str) -> None:  # noqa: ANN001
     conn.execute(text(speedup_sql(table)))
 
 
-# --- one document, merged in Python -------------------------------------------------------
-
-# what the merge reads of a stored row: its key, effective time, result id, throughput, speedup
-STORED = (*LATEST_KEY, "effective_at", "result_id", "throughput_ips", "speedup_vs_eager")
-_ROW_COLUMNS = (*COLUMNS, "speedup_vs_eager")
-_SET = ", ".join(f"{c} = excluded.{c}" for c in _ROW_COLUMNS if c not in LATEST_KEY)
-_NEWER = ("excluded.effective_at > latest_results.effective_at OR (excluded.effective_at = "
-          "latest_results.effective_at AND excluded.result_id > latest_results.result_id)")
-_SQL = {
-    "postgresql": {
-        # one statement whatever the number of rows: the rows as one JSON array of objects
-        # (json.dumps writes floats exactly; PostgreSQL reads them back exactly)
-        "upsert": f"INSERT INTO latest_results ({', '.join(_ROW_COLUMNS)}) SELECT {', '.join(_ROW_COLUMNS)} "
-                  f"FROM json_populate_recordset(NULL::latest_results, %s) "
-                  f"ON CONFLICT ({_key}) DO UPDATE SET {_SET} WHERE {_NEWER}",
-        "speedup": "UPDATE latest_results SET speedup_vs_eager = %s WHERE "
-                   + " AND ".join(f"{c} = %s" for c in LATEST_KEY),
-    },
-    "sqlite": {
-        "stored": f"SELECT {', '.join(STORED)} FROM latest_results "
-                  "WHERE node_name = ? AND model IN (SELECT value FROM json_each(?))",
-        "upsert": f"INSERT INTO latest_results ({', '.join(_ROW_COLUMNS)}) "
-                  f"VALUES ({', '.join('?' * len(_ROW_COLUMNS))}) ON CONFLICT ({_key}) DO UPDATE SET {_SET} "
-                  f"WHERE {_NEWER}",
-        "speedup": "UPDATE latest_results SET speedup_vs_eager = ? WHERE "
-                   + " AND ".join(f"{c} = ?" for c in LATEST_KEY),
-    },
+FOLD_BATCH = 200  # runs per fold transaction (SQLite: the write lock is held that long)
+IDLE_S = 0.5  # the collector folds once no document arrived for this long
+_PENDING = {
+    "sqlite": "SELECT run_id, node_name FROM latest_pending ORDER BY run_id LIMIT :n",
+    "postgresql": "SELECT run_id, node_name FROM latest_pending ORDER BY run_id LIMIT :n FOR UPDATE SKIP LOCKED",
 }
+_LOCK_NODES = text("SELECT name FROM nodes WHERE name IN :nodes ORDER BY name FOR UPDATE").bindparams(
+    bindparam("nodes", expanding=True))
+_MODELS = text("SELECT DISTINCT model FROM results WHERE run_id IN :ids").bindparams(
+    bindparam("ids", expanding=True))
+_DONE = text("DELETE FROM latest_pending WHERE run_id IN :ids").bindparams(bindparam("ids", expanding=True))
 
 
-def stored_json():  # noqa: ANN201
-    """PostgreSQL: the stored rows (``STORED``) of the node ``:node_name`` and the models
-    ``:models`` as one JSON array of arrays — a scalar subquery that the run's insert
-    returns (it runs after the node's upsert, which locks the node: see the module).
-    Floats come back exact (PostgreSQL writes the shortest exact digits, since 12)."""
-    c = latest_results.c
-    return (select(func.json_agg(func.json_build_array(*(c[n] for n in STORED))))
-            .where(c.node_name == bindparam("node_name"),
-                   c.model == any_(bindparam("models", type_=ARRAY(String))))
-            .scalar_subquery())
+def fold_pending(engine: Engine, batch: int = FOLD_BATCH, until: float | None = None) -> int:
+    """Fold the queued runs into latest_results, a transaction per ``batch`` runs, until
+    none is left (or ``until``, a ``time.monotonic()`` deadline, has passed); the number of
+    runs folded. Runs another folder holds (PostgreSQL) are skipped: that one folds them."""
+    folded = 0
+    while until is None or time.monotonic() < until:
+        with engine.begin() as conn:
+            rows = conn.execute(text(_PENDING[conn.dialect.name]), {"n": batch}).all()
+            if not rows:
+                break
+            ids, nodes = [r[0] for r in rows], sorted({r[1] for r in rows})
+            if conn.dialect.name == "postgresql":
+                conn.execute(_LOCK_NODES, {"nodes": nodes})
+            models = {m for (m,) in conn.execute(_MODELS, {"ids": ids})}
+            update_latest(conn, ids, set(nodes), models)
+            conn.execute(_DONE, {"ids": ids})
+        folded += len(ids)
+    return folded
 
 
-def stored_rows(conn, run: dict, models: list[str], returned) -> dict[tuple, tuple]:  # noqa: ANN001
-    """The stored rows of the run's node and ``models``: key -> (effective_at (a naive
-    datetime), result_id, throughput_ips, speedup_vs_eager). PostgreSQL: ``returned``,
-    ``stored_json``'s array; SQLite: read here (the transaction holds its write lock)."""
-    if conn.dialect.name == "postgresql":
-        return {tuple(r[:7]): (datetime.fromisoformat(r[7]), *r[8:]) for r in returned or ()}
-    cur = conn.connection.driver_connection.cursor()
-    cur.execute(_SQL["sqlite"]["stored"], (run["node_name"], json.dumps(models)))
-    from_db = latest_results.c.effective_at.type.dialect_impl(conn.dialect).result_processor(conn.dialect, None)
-    return {tuple(r[:7]): (from_db(r[7]), *r[8:]) for r in cur.fetchall()}
+class Folder:
+    """The collector's background folder: ``poke()`` after each stored document; a daemon
+    thread folds the queue once no document arrived for ``idle_s`` (between batches too),
+    so that ingest keeps the machine while documents stream in."""
 
+    def __init__(self, engine: Engine, idle_s: float = IDLE_S) -> None:
+        self.engine, self.idle_s = engine, idle_s
+        self._last = time.monotonic()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
-def latest_rows(run: dict, rows: list[dict]) -> dict[tuple, dict]:
-    """The newest row per key of one run's results (``rows``: ``ingest.result_rows`` with
-    their ``id``, ascending; tuning points skipped): within a run all share one effective
-    time, so the later result of a key — the greater id — is its newest."""
-    out: dict[tuple, dict] = {}
-    gpu, price = run["gpu_name"] or "cpu", run["price_per_hour"]
-    prefix = "triton-" if run["target"] == "triton" else ""
-    for r in rows:
-        if r["tuning"] is not None:
-            continue
-        scenario = r["scenario"] or ""
-        backend = prefix + r["format"] + (" images" if r["input"] == "image" else "")
-        key = (r["node_name"], r["model"], backend, r["precision"], r["batch_size"],
-               0 if scenario else r["concurrency"], scenario)
-        ips = r["throughput_ips"]
-        out[key] = dict(zip(LATEST_KEY, key, strict=True), result_id=r["id"], run_id=r["run_id"],
-                        effective_at=min(r["created_at"], run["received_at"]), gpu=gpu,
-                        price_per_hour=price, throughput_ips=ips, p99_ms=r["p99_ms"], stable=r["stable"],
-                        cv_pct=r["cv_pct"], scenario_valid=r["scenario_valid"], scenario_metric=r["scenario_metric"],
-                        cost_per_million=None if price is None or ips <= 0 else price / (ips * 3600.0) * 1e6)
-    return out
+    def poke(self) -> None:
+        with self._lock:
+            self._last = time.monotonic()
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="latest-folder", daemon=True)
+                self._thread.start()
 
+    def _run(self) -> None:
+        import logging
 
-def speedup_of(key: tuple, ips: dict[tuple, float]) -> float | None:
-    """The speedup of the row ``key`` among the rows whose throughputs are ``ips`` (the
-    same node and model at least): as the SQL of ``speedup_sql``."""
-    node, model, backend, precision, batch, conc, scenario = key
-    if scenario:
-        return None
-    eager = "eager images" if backend.endswith(" images") else "eager"
-    base = ips.get((node, model, eager, precision, batch, conc, "")) or ips.get((node, model, eager, "fp32", batch,
-                                                                                 conc, ""))
-    return ips[key] / base if base else None
-
-
-def merge(new: dict[tuple, dict], stored: dict[tuple, tuple]) -> tuple[list[dict], list[tuple]]:
-    """The rows of ``new`` (``latest_rows``) newer than the stored ones, with their
-    speedups, and (speedup, *key) of the stored rows that stay but whose speedup changes
-    (an eager row of this run is their base now)."""
-    won = {k: v for k, v in new.items() if k not in stored or (v["effective_at"], v["result_id"]) > stored[k][:2]}
-    ips = {k: v[2] for k, v in stored.items()} | {k: v["throughput_ips"] for k, v in won.items()}
-    for k, v in won.items():
-        v["speedup_vs_eager"] = speedup_of(k, ips)
-    changed = []
-    if any(k[2].startswith("eager") for k in won):
-        changed = [(s, *k) for k, v in stored.items() if k not in won and (s := speedup_of(k, ips)) != v[3]]
-    return list(won.values()), changed
-
-
-def write_latest(conn, won: list[dict], changed: list[tuple]) -> None:  # noqa: ANN001
-    """Upsert ``won`` and set the ``changed`` speedups (``merge``), through the driver."""
-    cur = conn.connection.driver_connection.cursor()
-    if won and conn.dialect.name == "postgresql":
-        cur.execute(_SQL["postgresql"]["upsert"], (json.dumps([{**v, "effective_at": v["effective_at"].isoformat()}
-                                                               for v in won]),))
-    elif won:
-        to_db = latest_results.c.effective_at.type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-        cur.executemany(_SQL["sqlite"]["upsert"], [[to_db(v[c]) if c == "effective_at" else v[c]
-                                                    for c in _ROW_COLUMNS] for v in won])
-    if changed:
-        cur.executemany(_SQL[conn.dialect.name]["speedup"], changed)
+        while True:
+            quiet = time.monotonic() - self._last
+            if quiet < self.idle_s:
+                time.sleep(self.idle_s - quiet)
+                continue
+            try:
+                if fold_pending(self.engine, until=time.monotonic() + self.idle_s) == 0:
+                    with self._lock:  # nothing left: a later poke starts a new thread
+                        if time.monotonic() - self._last >= self.idle_s:
+                            self._thread = None
+                            return
+            except Exception:  # noqa: BLE001 -- the queue stays; the next document (or report) folds it
+                logging.getLogger("inferfleet.collector").exception("folding latest_pending failed")
+                with self._lock:
+                    self._thread = None
+                return

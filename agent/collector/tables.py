@@ -131,12 +131,23 @@ latest_results = Table(
     PrimaryKeyConstraint(*LATEST_KEY, name="pk_latest_results"),
     # the summary's groups in order, each metric sorted within its group: counts and
     # medians are index seeks; the first is covering for the group counts and the rankings
-    Index("ix_latest_ips", *SUMMARY_GROUP, "throughput_ips", "stable", "cv_pct", "p99_ms", "cost_per_million"),
+    Index("ix_latest_ips", *SUMMARY_GROUP, "throughput_ips", "stable", "cv_pct", "p99_ms", "cost_per_million",
+          "speedup_vs_eager"),
     Index("ix_latest_p99", *SUMMARY_GROUP, "p99_ms"),
     Index("ix_latest_speedup", *SUMMARY_GROUP, "speedup_vs_eager"),
     Index("ix_latest_cost", *SUMMARY_GROUP, "cost_per_million"),
     Index("ix_latest_scenario", *SUMMARY_GROUP, "scenario_valid", "scenario_metric",
           sqlite_where=text("scenario <> ''"), postgresql_where=text("scenario <> ''")),
+)
+
+# The runs stored but not yet folded into latest_results: ingest adds its run here, in its own
+# transaction (one small row); agent.collector.latest.fold_pending folds them in batches — the
+# collector when it is idle, the fleet report before it reads — and deletes them.
+latest_pending = Table(
+    "latest_pending",
+    metadata,
+    Column("run_id", String(64), primary_key=True),
+    Column("node_name", String(255), nullable=False),
 )
 
 STACK_FIELDS = (

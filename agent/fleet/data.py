@@ -1,8 +1,9 @@
 """The fleet report's numbers.
 
 The newest result of every (node, model, backend, precision, batch,
-concurrency) — by *effective* time, see ``EFFECTIVE_AT`` — is kept at ingest in
-``latest_results`` (``LATEST_SQL``'s window function over every result is the
+concurrency) — by *effective* time, see ``EFFECTIVE_AT`` — is kept in
+``latest_results`` (the collector folds the runs it stored into it when idle, the
+report first folds whatever is left: ``agent.collector.latest``; ``LATEST_SQL``'s window function over every result is the
 reference the tests compare it with), with its speedup over eager on the same
 node and its cost per million inferences. The report summarises it in SQL
 (``agent.fleet.summary``: per-GPU medians, the best configuration under a p99
@@ -560,8 +561,11 @@ def build_report(engine: Engine, since: datetime | None = None, threshold_pct: f
     """``rows``: read every newest result (results.csv, scenarios.csv): None = when there
     are at most RESULTS_CSV_MAX_ROWS; a fleet of at most MAX_NODES_DETAIL nodes always
     (its per-node tables show them)."""
+    from agent.collector.latest import fold_pending
+
     if since is not None and since.tzinfo is not None:
         since = since.astimezone(UTC).replace(tzinfo=None)
+    fold_pending(engine)  # the runs the collector has not folded into latest_results yet
     with no_gc():
         return _build_report(engine, since, threshold_pct, p99_budget_ms, compare, max_cv_pct, rows)
 

@@ -110,7 +110,7 @@ def medians(conn, table: str, column: str, where: str, key: tuple[str, ...],
 
 class Groups(dict):
     """(model, GPU, backend, precision, batch, concurrency) -> (nodes, unstable, best stable
-    throughput, results with a cost, fastest and cheapest stable within the p99 budget):
+    throughput, results with a cost, with a speedup, fastest and cheapest stable within the p99 budget):
     one scan of ``ix_latest_ips`` (covering: nothing else is read) serves the per-GPU
     summary and the rankings."""
 
@@ -119,7 +119,7 @@ class Groups(dict):
         ranked = stable + ("" if budget is None else " AND p99_ms <= :budget")
         super().__init__((tuple(r[:6]), tuple(r[6:])) for r in conn.execute(text(
             f"SELECT {cols}, COUNT(*), SUM(CASE WHEN {stable} THEN 0 ELSE 1 END), "
-            f"MAX(CASE WHEN {stable} THEN throughput_ips END), COUNT(cost_per_million), "
+            f"MAX(CASE WHEN {stable} THEN throughput_ips END), COUNT(cost_per_million), COUNT(speedup_vs_eager), "
             f"MAX(CASE WHEN {ranked} THEN throughput_ips END), MIN(CASE WHEN {ranked} THEN cost_per_million END) "
             f"FROM {table} WHERE {SWEEP} GROUP BY {cols}"), {"max_cv": max_cv_pct, "budget": budget}))
         self.table, self.max_cv_pct, self.budget = table, max_cv_pct, budget
@@ -135,7 +135,7 @@ def sweep_summary(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
     table, n = groups.table, {g: v[0] for g, v in groups.items()}
     ips = medians(conn, table, "throughput_ips", SWEEP, SWEEP_KEY, n)
     p99 = medians(conn, table, "p99_ms", SWEEP, SWEEP_KEY, n)
-    speedup = medians(conn, table, "speedup_vs_eager", SWEEP, SWEEP_KEY)
+    speedup = medians(conn, table, "speedup_vs_eager", SWEEP, SWEEP_KEY, {g: v[4] for g, v in groups.items()})
     cost = medians(conn, table, "cost_per_million", SWEEP, SWEEP_KEY, {g: v[3] for g, v in groups.items()})
     out = []
     for g in sorted(groups):
@@ -160,7 +160,7 @@ def best_configs(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
           {"" if budget is None else "AND l.p99_ms <= :budget"} AND l.{{col}} = :value"""
     top: dict[tuple[str, str], tuple[float, list[tuple]]] = {}  # (model, criterion) -> (value, groups)
     for g, v in groups.items():
-        for kind, value, better in (("fastest", v[4], float.__gt__), ("cheapest", v[5], float.__lt__)):
+        for kind, value, better in (("fastest", v[5], float.__gt__), ("cheapest", v[6], float.__lt__)):
             if value is None:
                 continue
             old = top.get((g[0], kind))

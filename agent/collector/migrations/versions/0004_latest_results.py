@@ -1,12 +1,13 @@
-"""the newest result of every configuration, kept at ingest (latest_results)
+"""the newest result of every configuration (latest_results) and the runs not yet folded into it
 
 Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-01
 
 The fleet report reads ``latest_results`` instead of scanning every stored
-result; ingest keeps it (``agent.collector.latest``). This revision creates it,
-fills it from the results already stored (the newest per configuration by a
+result; ingest queues each run in ``latest_pending`` and the collector (when idle)
+and the report fold them in (``agent.collector.latest``). This revision creates both,
+fills latest_results from the results already stored (the newest per configuration by a
 window function, then every sweep row's speedup over eager), drops
 ``ix_results_config``, which no query uses any more, and adds ``ix_results_tuning``
 (the tuning points only: the fleet report's tuning section reads nothing else). The SQL is this
@@ -93,7 +94,12 @@ def upgrade() -> None:
     op.execute(BACKFILL)  # before the indexes: one sort each instead of a row-by-row build
     op.execute(SPEEDUP)
     op.create_index("ix_latest_ips", "latest_results",
-                    [*GROUP, "throughput_ips", "stable", "cv_pct", "p99_ms", "cost_per_million"])
+                    [*GROUP, "throughput_ips", "stable", "cv_pct", "p99_ms", "cost_per_million", "speedup_vs_eager"])
+    op.create_table(  # runs stored but not yet folded into latest_results (none after the backfill)
+        "latest_pending",
+        sa.Column("run_id", sa.String(64), primary_key=True),
+        sa.Column("node_name", sa.String(255), nullable=False),
+    )
     op.create_index("ix_latest_p99", "latest_results", [*GROUP, "p99_ms"])
     op.create_index("ix_latest_speedup", "latest_results", [*GROUP, "speedup_vs_eager"])
     op.create_index("ix_latest_cost", "latest_results", [*GROUP, "cost_per_million"])
@@ -108,4 +114,5 @@ def downgrade() -> None:
     op.drop_index("ix_results_tuning", table_name="results")
     op.create_index("ix_results_config", "results",
                     ["node_name", "model", "format", "precision", "batch_size", "concurrency", "created_at"])
+    op.drop_table("latest_pending")
     op.drop_table("latest_results")  # its indexes with it
