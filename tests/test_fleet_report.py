@@ -232,6 +232,16 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path):
     r = run_agent("fleet", "report", "--db", f"sqlite:///{tmp_path / 'empty.db'}", "--out", str(out),
                   env=agent_env())
     assert "is not a collector database" in r.stderr
+    from alembic import command  # a database of an older collector: told how to upgrade it
+
+    from agent.collector.db import alembic_config
+
+    old = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    command.upgrade(alembic_config(old), "0003")
+    old.dispose()
+    r = run_agent("fleet", "report", "--db", f"sqlite:///{tmp_path / 'old.db'}", "--out", str(out), env=agent_env())
+    assert r.returncode == 2 and "has schema revision 0003, this agent reads 0004" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
 
 
 def test_cost_per_million_formula():

@@ -142,3 +142,10 @@ def require_schema(engine: Engine) -> None:
     if not {"nodes", "runs", "results"} <= names:
         raise AgentError(f"database {redact(str(engine.url))} is not a collector database "
                          "(no nodes/runs/results tables): start `agent collector serve --db` on it first")
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
+    current = current_revision(engine)
+    if current != head:
+        raise AgentError(f"database {redact(str(engine.url))} has schema revision {current or 'none'}, this agent "
+                         f"reads {head}: `agent collector serve --db` of this version upgrades it when it starts")

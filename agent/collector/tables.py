@@ -129,8 +129,10 @@ latest_results = Table(
     Column("scenario_valid", Boolean),
     Column("scenario_metric", Float),
     PrimaryKeyConstraint(*LATEST_KEY, name="pk_latest_results"),
-    # the summary's groups in order, each metric sorted within its group: counts and
-    # medians are index seeks; the first is covering for the group counts and the rankings
+    # SQLite only (migration 0004 creates them there): the summary's groups in order, each
+    # metric sorted within its group — counts and medians are index seeks; the first covers
+    # the group counts and the rankings. PostgreSQL computes medians by window function and
+    # keeps only the primary key (no index writes for what it does not read).
     Index("ix_latest_ips", *SUMMARY_GROUP, "throughput_ips", "stable", "cv_pct", "p99_ms", "cost_per_million",
           "speedup_vs_eager"),
     Index("ix_latest_p99", *SUMMARY_GROUP, "p99_ms"),

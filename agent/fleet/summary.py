@@ -61,6 +61,8 @@ def working_table(conn, since: datetime | None) -> Iterator[str]:
 
     table = latest_results.to_metadata(MetaData(), name=WINDOW)
     table._prefixes = ["TEMPORARY"]  # SQLAlchemy's Table(prefixes=...), on a copy of latest_results
+    if conn.dialect.name != "sqlite":
+        table.indexes.clear()  # the summary's indexes serve SQLite's median seeks only (tables.py)
     table.create(conn)
     try:
         conn.execute(text(f"INSERT INTO {WINDOW} SELECT * FROM {latest_results.name} WHERE effective_at >= :since")
@@ -149,41 +151,46 @@ def sweep_summary(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
 
 def best_configs(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
     """``data._best``: the fastest and the cheapest stable configuration per model within
-    the p99 budget, ties to the first in the report's order (GPU, node, backend, ...): the
-    groups holding the best value are known from ``groups``, their rows with that value
-    are read by an index seek."""
+    the p99 budget, ties to the first in the report's order (GPU, node, backend, ...). The
+    best value per model is known from ``groups``; one query per criterion reads the rows
+    holding it (a tie gives several, ordered here: Python's order, not the database's
+    collation)."""
     budget, stable = groups.budget, STABLE.format(p="l.")
-    pick = f"""SELECT l.gpu, l.node_name, l.backend, l.precision, l.batch_size, l.concurrency,
-        l.throughput_ips, l.p99_ms, l.cost_per_million, res.utilization_pct, res.power_w
-        FROM {groups.table} l JOIN results res ON res.id = l.result_id
-        WHERE l.{SWEEP} AND {" AND ".join(f"l.{k} = :{k}" for k in SWEEP_KEY)} AND {stable}
-          {"" if budget is None else "AND l.p99_ms <= :budget"} AND l.{{col}} = :value"""
-    top: dict[tuple[str, str], tuple[float, list[tuple]]] = {}  # (model, criterion) -> (value, groups)
+    top: dict[str, dict[str, float]] = {"fastest": {}, "cheapest": {}}  # criterion -> model -> value
     for g, v in groups.items():
-        for kind, value, better in (("fastest", v[5], float.__gt__), ("cheapest", v[6], float.__lt__)):
-            if value is None:
-                continue
-            old = top.get((g[0], kind))
-            if old is None or better(float(value), float(old[0])):
-                top[(g[0], kind)] = (value, [g])
-            elif value == old[0]:
-                old[1].append(g)
+        for kind, value, better in (("fastest", v[5], max), ("cheapest", v[6], min)):
+            if value is not None:
+                old = top[kind].get(g[0])
+                top[kind][g[0]] = value if old is None else better(old, value)
+    picked: dict[tuple[str, str], tuple] = {}
+    for kind, col in (("fastest", "throughput_ips"), ("cheapest", "cost_per_million")):
+        if not top[kind]:
+            continue
+        wanted = list(top[kind].items())
+        values = ", ".join(f"(:m{i}, :v{i})" for i in range(len(wanted)))
+        params = {"max_cv": groups.max_cv_pct, "budget": budget,
+                  **{f"m{i}": m for i, (m, _) in enumerate(wanted)}, **{f"v{i}": v for i, (_, v) in enumerate(wanted)}}
+        for r in conn.execute(text(f"""SELECT l.model, l.gpu, l.node_name, l.backend, l.precision, l.batch_size,
+                l.concurrency, l.throughput_ips, l.p99_ms, l.cost_per_million, res.utilization_pct, res.power_w
+            FROM {groups.table} l JOIN results res ON res.id = l.result_id
+            WHERE l.{SWEEP} AND {stable} {"" if budget is None else "AND l.p99_ms <= :budget"}
+              AND (l.model, l.{col}) IN (VALUES {values})"""), params):
+            r = tuple(r)
+            if (r[0], kind) not in picked or r[1:7] < picked[(r[0], kind)][1:7]:
+                picked[(r[0], kind)] = r
     within = "" if budget is None else " within the p99 budget"
     out = []
     for model in sorted({g[0] for g in groups}):
-        for kind, col in (("fastest", "throughput_ips"), ("cheapest", "cost_per_million")):
-            if (model, kind) not in top:
+        for kind in ("fastest", "cheapest"):
+            if (model, kind) not in picked:
                 out.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
                             "precision": None, "batch_size": None, "concurrency": None,
                             "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
                             "utilization_pct": None, "ips_per_watt": None,
                             "note": f"no stable configuration{within}"
-                            + (" with a known $/hour" if kind == "cheapest" and (model, "fastest") in top else "")})
+                            + (" with a known $/hour" if kind == "cheapest" and model in top["fastest"] else "")})
                 continue
-            value, gs = top[(model, kind)]
-            rows = [tuple(r) for g in gs for r in conn.execute(text(pick.format(col=col)), {
-                **dict(zip(SWEEP_KEY, g)), "value": value, "max_cv": groups.max_cv_pct, "budget": budget})]
-            gpu, node, backend, precision, bs, conc, ips, p99, cost, util, watts = min(rows, key=lambda r: r[:6])
+            _m, gpu, node, backend, precision, bs, conc, ips, p99, cost, util, watts = picked[(model, kind)]
             out.append({"model": model, "criterion": kind, "node": node, "gpu": gpu, "backend": backend,
                         "precision": precision, "batch_size": bs, "concurrency": conc,
                         "throughput_ips": ips, "p99_ms": p99, "cost_per_million": cost,
