@@ -354,7 +354,9 @@ def test_migration_0004_backfills_latest_results_from_stored_results(db_url):
     assert current_revision(engine) == "0004"
     assert_matches_references(engine)
     names = {i["name"] for i in inspect(engine).get_indexes("latest_results")}
-    assert {"ix_latest_ips", "ix_latest_p99", "ix_latest_speedup", "ix_latest_cost", "ix_latest_scenario"} <= names
+    summary_indexes = {"ix_latest_ips", "ix_latest_p99", "ix_latest_speedup", "ix_latest_cost", "ix_latest_scenario"}
+    # SQLite's median seeks need them; PostgreSQL (window functions) keeps the primary key only
+    assert summary_indexes <= names if db_url.startswith("sqlite") else not summary_indexes & names
     assert "ix_results_tuning" in {i["name"] for i in inspect(engine).get_indexes("results")}
     assert "ix_results_config" not in {i["name"] for i in inspect(engine).get_indexes("results")}
     command.downgrade(alembic_config(engine), "0003")
