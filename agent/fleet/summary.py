@@ -152,9 +152,9 @@ def sweep_summary(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
 def best_configs(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
     """``data._best``: the fastest and the cheapest stable configuration per model within
     the p99 budget, ties to the first in the report's order (GPU, node, backend, ...). The
-    best value per model is known from ``groups``; one query per criterion reads the rows
-    holding it (a tie gives several, ordered here: Python's order, not the database's
-    collation)."""
+    best value per model is known from ``groups``; the rows holding it are read by an index
+    seek per group on SQLite, one scan per criterion on PostgreSQL (a tie gives several,
+    ordered here: Python's order, not the database's collation)."""
     budget, stable = groups.budget, STABLE.format(p="l.")
     top: dict[str, dict[str, float]] = {"fastest": {}, "cheapest": {}}  # criterion -> model -> value
     for g, v in groups.items():
@@ -162,20 +162,26 @@ def best_configs(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
             if value is not None:
                 old = top[kind].get(g[0])
                 top[kind][g[0]] = value if old is None else better(old, value)
+    select = f"""SELECT l.model, l.gpu, l.node_name, l.backend, l.precision, l.batch_size, l.concurrency,
+            l.throughput_ips, l.p99_ms, l.cost_per_million, res.utilization_pct, res.power_w
+        FROM {groups.table} l JOIN results res ON res.id = l.result_id
+        WHERE l.{SWEEP} AND {stable} {"" if budget is None else "AND l.p99_ms <= :budget"}"""
+    args = {"max_cv": groups.max_cv_pct, "budget": budget}
     picked: dict[tuple[str, str], tuple] = {}
-    for kind, col in (("fastest", "throughput_ips"), ("cheapest", "cost_per_million")):
-        if not top[kind]:
-            continue
-        wanted = list(top[kind].items())
-        values = ", ".join(f"(:m{i}, :v{i})" for i in range(len(wanted)))
-        params = {"max_cv": groups.max_cv_pct, "budget": budget,
-                  **{f"m{i}": m for i, (m, _) in enumerate(wanted)}, **{f"v{i}": v for i, (_, v) in enumerate(wanted)}}
-        for r in conn.execute(text(f"""SELECT l.model, l.gpu, l.node_name, l.backend, l.precision, l.batch_size,
-                l.concurrency, l.throughput_ips, l.p99_ms, l.cost_per_million, res.utilization_pct, res.power_w
-            FROM {groups.table} l JOIN results res ON res.id = l.result_id
-            WHERE l.{SWEEP} AND {stable} {"" if budget is None else "AND l.p99_ms <= :budget"}
-              AND (l.model, l.{col}) IN (VALUES {values})"""), params):
-            r = tuple(r)
+    for kind, col, i in (("fastest", "throughput_ips", 5), ("cheapest", "cost_per_million", 6)):
+        if conn.dialect.name == "sqlite":  # an index seek per group that holds its model's best value
+            stmt = text(select + "".join(f" AND l.{k} = :{k}" for k in SWEEP_KEY) + f" AND l.{col} = :value")
+            found = (r for g, v in groups.items() if v[i] is not None and v[i] == top[kind][g[0]]
+                     for r in conn.execute(stmt, {**args, **dict(zip(SWEEP_KEY, g)), "value": v[i]}))
+        elif top[kind]:  # PostgreSQL keeps no summary index: one scan for every model
+            wanted = list(top[kind].items())
+            values = ", ".join(f"(:m{j}, :v{j})" for j in range(len(wanted)))
+            found = conn.execute(text(select + f" AND (l.model, l.{col}) IN (VALUES {values})"), {
+                **args, **{f"m{j}": m for j, (m, _) in enumerate(wanted)},
+                **{f"v{j}": v for j, (_, v) in enumerate(wanted)}})
+        else:
+            found = ()
+        for r in map(tuple, found):
             if (r[0], kind) not in picked or r[1:7] < picked[(r[0], kind)][1:7]:
                 picked[(r[0], kind)] = r
     within = "" if budget is None else " within the p99 budget"
