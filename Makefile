@@ -52,8 +52,9 @@ bench-local: venv ## speedup of the best engine over eager (resnet18/50, mobilen
 bench-tool: venv system-deps ## the tool's own speed: CLI start, no-op/first build, worker reuse, fleet report, collector ingest
 	$(PY) benchmarks/bench_tool.py
 
-bench-ingest: venv system-deps ## collector ingest rate, 8 concurrent pushers, SQLite and PostgreSQL (1 and N workers)
+bench-ingest: venv system-deps ## collector ingest rate, 8 concurrent pushers, SQLite and PostgreSQL (1 and N workers); then what folding latest_results costs
 	$(PY) benchmarks/bench_ingest.py
+	$(PY) benchmarks/bench_fold.py
 
 bench-fleet: venv ## fleet report at scale: 1,000 nodes x 31 models x 4 backends x 3 batch sizes (generate + render time)
 	$(PY) benchmarks/bench_fleet_report.py
