@@ -196,7 +196,7 @@ class Folder:
                         if time.monotonic() - self._last >= self.idle_s:
                             self._thread = None
                             return
-            except Exception:  # noqa: BLE001 -- the queue stays; the next document (or report) folds it
+            except Exception:  # the queue stays: the next document (or the report) folds it
                 logging.getLogger("inferfleet.collector").exception("folding latest_pending failed")
                 with self._lock:
                     self._thread = None

@@ -1,7 +1,7 @@
 """The fleet report's summaries, aggregated in SQL over the newest results.
 
-``latest_results`` holds the newest result of every configuration, kept at
-ingest (``agent.collector.latest``), with its GPU, price, cost per million
+``latest_results`` holds the newest result of every configuration, kept by
+the collector (``agent.collector.latest``), with its GPU, price, cost per million
 inferences and speedup over eager already derived. The report reads
 aggregates of it, never its rows one by one: per group of (model, GPU,
 backend, precision, batch, concurrency) the node count, the unstable count
@@ -17,8 +17,8 @@ groups). PostgreSQL gets one window query per metric. Either way the two
 middle values of an even group are averaged here, ``(a + b) / 2``, exactly as
 ``statistics.median`` does (the tests compare with it).
 
-With ``--since`` the window's rows are copied into a temporary table with the
-same indexes, and the speedups recomputed among them (an eager result older
+With ``--since`` the window's rows are copied into a temporary table (on SQLite
+with the same indexes), and the speedups recomputed among them (an eager result older
 than the window is not a baseline), so the same queries serve both."""
 
 from __future__ import annotations
@@ -73,10 +73,6 @@ def working_table(conn, since: datetime | None) -> Iterator[str]:
         conn.execute(text(f"DROP TABLE {WINDOW}"))
 
 
-def _rows(conn, sql: str, params: dict) -> list[tuple]:
-    return [tuple(r) for r in conn.execute(text(sql), params)]
-
-
 def medians(conn, table: str, column: str, where: str, key: tuple[str, ...],
             counts: dict[tuple, int] | None = None, params: dict | None = None) -> dict[tuple, float]:
     """group (``key`` values) -> median of ``column`` over the rows matching ``where``
@@ -90,13 +86,12 @@ def medians(conn, table: str, column: str, where: str, key: tuple[str, ...],
                 params)}
         # through the driver: thousands of tiny statements, each an index seek
         cur = conn.connection.driver_connection.cursor()
-        names = [p for p in params]  # named parameters of ``where``, bound by name
         sql = (f"SELECT {column} FROM {table} WHERE {where} AND "
                + " AND ".join(f"{k} = :k{i}" for i, k in enumerate(key))
                + f" AND {column} IS NOT NULL ORDER BY {column} LIMIT :lim OFFSET :off")
         for group, n in counts.items():
             if n:
-                args = {**{p: params[p] for p in names}, **{f"k{i}": v for i, v in enumerate(group)},
+                args = {**params, **{f"k{i}": v for i, v in enumerate(group)},
                         "lim": 2 - n % 2, "off": (n - 1) // 2}
                 mids[group] = [r[0] for r in cur.execute(sql, args)]
     else:
@@ -113,8 +108,8 @@ def medians(conn, table: str, column: str, where: str, key: tuple[str, ...],
 class Groups(dict):
     """(model, GPU, backend, precision, batch, concurrency) -> (nodes, unstable, best stable
     throughput, results with a cost, with a speedup, fastest and cheapest stable within the p99 budget):
-    one scan of ``ix_latest_ips`` (covering: nothing else is read) serves the per-GPU
-    summary and the rankings."""
+    one scan (SQLite: of ``ix_latest_ips``, covering, nothing else is read) serves the
+    per-GPU summary and the rankings."""
 
     def __init__(self, conn, table: str, max_cv_pct: float, budget: float | None) -> None:  # noqa: ANN001
         cols, stable = ", ".join(SWEEP_KEY), STABLE.format(p="")
