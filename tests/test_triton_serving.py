@@ -216,7 +216,11 @@ def test_served_benchmark_http_and_grpc(node):
     assert g.returncode == 0, g.stderr
     res = json.loads((out / "g.json").read_text())["results"]
     assert res[0]["protocol"] == "grpc" and res[0]["batch_size"] == 2
-    assert res[0]["server_metrics"]["inference_count"] >= 2 * res[0]["server_metrics"]["request_success"] > 0
+    # batch 2: two inferences per request — Triton bumps its two counters apart, so a scrape at a window's
+    # edge can catch a request in one and not yet in the other (CI saw 86 inferences for 44 requests)
+    m, edge = res[0]["server_metrics"], 2 * res[0]["concurrency"] * res[0]["windows"]
+    assert m["request_success"] > 0 and 2 * (m["request_success"] - edge) <= m["inference_count"] \
+        <= 2 * (m["request_success"] + edge), m
     t = res[0]["telemetry"]  # tritonserver and its python-backend stubs, found by the pid in the state file
     assert t["source"] == "psutil" and t["cpu_utilization_pct"] > 0 and t["rss_mb"] > 100
     # not reachable / not served
