@@ -96,8 +96,8 @@ results = Table(
           postgresql_where=text("tuning IS NOT NULL")),
 )
 
-# The newest result of every configuration, kept at ingest (agent.collector.latest) in
-# the same transaction as the results: what the fleet report ranks, summarises and draws,
+# The newest result of every configuration, folded in from the runs ingest queues in
+# latest_pending (agent.collector.latest): what the fleet report ranks, summarises and draws,
 # aggregated in SQL (medians by index seek, agent.fleet.summary), so that its cost grows
 # with the number of configurations summarised, not with the number of stored results.
 # "Newest" is by effective time — min(the result's created_at, its run's received_at):

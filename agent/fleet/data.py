@@ -438,7 +438,6 @@ def _best(rows: list[Row], budget: float | None) -> list[dict]:
     fastest: dict[str, Row] = {}
     cheapest: dict[str, Row] = {}
     models = set()
-    within = "" if budget is None else " within the p99 budget"
     for r in rows:
         models.add(r.model)
         if not r.stable or (budget is not None and r.p99_ms > budget):
@@ -450,23 +449,26 @@ def _best(rows: list[Row], budget: float | None) -> list[dict]:
             c = cheapest.get(r.model)
             if c is None or r.cost_per_million < c.cost_per_million:
                 cheapest[r.model] = r
-    out = []
-    for model in sorted(models):
-        for kind, r in (("fastest", fastest.get(model)), ("cheapest", cheapest.get(model))):
-            if r is None:
-                out.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
-                            "precision": None, "batch_size": None, "concurrency": None,
-                            "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
-                            "utilization_pct": None, "ips_per_watt": None,
-                            "note": f"no stable configuration{within}"
-                            + (" with a known $/hour" if kind == "cheapest" and model in fastest else "")})
-                continue
-            out.append({"model": model, "criterion": kind, "node": r.node, "gpu": r.gpu,
-                        "backend": r.backend, "precision": r.precision, "batch_size": r.batch_size,
-                        "concurrency": r.concurrency, "throughput_ips": r.throughput_ips,
-                        "p99_ms": r.p99_ms, "cost_per_million": r.cost_per_million,
-                        "utilization_pct": r.utilization_pct, "ips_per_watt": r.ips_per_watt, "note": ""})
-    return out
+    return [best_entry(model, kind, None if r is None else best_values(r), budget, model in fastest)
+            for model in sorted(models)
+            for kind, r in (("fastest", fastest.get(model)), ("cheapest", cheapest.get(model)))]
+
+
+BEST_FIELDS = ("node", "gpu", "backend", "precision", "batch_size", "concurrency", "throughput_ips", "p99_ms",
+               "cost_per_million", "utilization_pct", "ips_per_watt")
+best_values = attrgetter(*BEST_FIELDS)  # a Row's values of the best table
+
+
+def best_entry(model: str, kind: str, found: tuple | None, budget: float | None, has_fastest: bool) -> dict:
+    """One line of the best table: ``found``, the chosen configuration's BEST_FIELDS values,
+    or None and why there is none (``has_fastest``: the model has a stable configuration,
+    so the cheapest lacks only a price)."""
+    if found is not None:
+        return {"model": model, "criterion": kind, **dict(zip(BEST_FIELDS, found, strict=True)), "note": ""}
+    within = "" if budget is None else " within the p99 budget"
+    return {"model": model, "criterion": kind, **dict.fromkeys(BEST_FIELDS),
+            "note": f"no stable configuration{within}"
+            + (" with a known $/hour" if kind == "cheapest" and has_fastest else "")}
 
 
 def _flag(ips_change: float, p99_change: float, threshold: float) -> str:
@@ -580,9 +582,9 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float, 
         runs = _runs(conn, since)
         groups = summary.Groups(conn, table, max_cv_pct, p99_budget_ms)
         detail = len({r[0] for r in runs.values()}) <= MAX_NODES_DETAIL
-        if with_rows is None:
-            with_rows = groups.results <= RESULTS_CSV_MAX_ROWS
-        tuples = summary.sweep_rows(conn, table, max_cv_pct) if with_rows or detail else None
+        # every newest result read: for results.csv and scenarios.csv (up to the limit, or asked), per-node tables
+        read = detail or (groups.results <= RESULTS_CSV_MAX_ROWS if with_rows is None else with_rows)
+        tuples = summary.sweep_rows(conn, table, max_cv_pct) if read else None
         by_gpu = summary.sweep_summary(conn, groups)
         models = sorted({g["model"] for g in by_gpu})
         best = summary.best_configs(conn, groups)
@@ -594,8 +596,8 @@ def _build_report(engine: Engine, since: datetime | None, threshold_pct: float, 
                   for m in models}
         ci = speedup_intervals(conn, tuples) if detail and tuples else {}
         sc_summary, sc_best = summary.scenario_summary(conn, table)
-        sc_rows = scenario_rows(conn, summary.scenario_rows(conn, table, invalid_only=not (with_rows or detail)))
-        scenarios = ScenarioTables(sc_rows if with_rows or detail else None, sc_summary, sc_best,
+        sc_rows = scenario_rows(conn, summary.newest_scenarios(conn, table, invalid_only=not read))
+        scenarios = ScenarioTables(sc_rows if read else None, sc_summary, sc_best,
                                    invalid=[r for r in sc_rows if r.verdict == "INVALID"])
         if compare:
             comparisons, compared = _run_comparison(conn, compare, threshold_pct, max_cv_pct)

@@ -122,10 +122,15 @@ def _cached_csv(f: IO[str], records, columns: list[str], get) -> None:  # noqa: 
     f.writelines([",".join([c[v] for c, v in zip(cells, get(r))]) + "\n" for r in records])
 
 
+def _unread(report: Report) -> bool:
+    """The report did not read its rows (``Rows.unread``: a large fleet, data.build_report)."""
+    return isinstance(report.rows, Rows) and not report.rows.read
+
+
 def writes_results_csv(report: Report, results_csv: bool | None = None) -> bool:
     """``results_csv`` when given, else whether the report has at most RESULTS_CSV_MAX_ROWS
     rows; never for a report that did not read its rows (``data.build_report(rows=...)``)."""
-    if isinstance(report.rows, Rows) and not report.rows.read:
+    if _unread(report):
         if results_csv:
             report.rows.tuples  # noqa: B018 -- raises the AgentError that says how to read them
         return False
@@ -138,10 +143,9 @@ def _csv_tables(report: Report) -> dict[str, tuple]:
                  "throughput_ips", "p99_ms", "cost_per_million", "note"]
     gpu_cols = list(report.by_gpu[0]) if report.by_gpu else ["model"]
     scenario_rows = report.scenarios.rows if report.scenarios else []
-    unread = isinstance(report.rows, Rows) and not report.rows.read
     return {  # records None: the rows were not read (a large fleet's report, data.build_report)
         # every newest result: the tuples are already in Row field order (written by _results_csv)
-        "results.csv": (None if unread else as_tuples(report.rows), list(ROW_FIELDS), None),
+        "results.csv": (None if _unread(report) else as_tuples(report.rows), list(ROW_FIELDS), None),
         "scenarios.csv": (scenario_rows, list(SCENARIO_FIELDS), attrgetter(*SCENARIO_FIELDS)),
         "by_gpu.csv": (report.by_gpu, gpu_cols, itemgetter(*gpu_cols)),
         "best.csv": (report.best, best_cols, itemgetter(*best_cols)),

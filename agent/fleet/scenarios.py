@@ -6,7 +6,7 @@ model × backend (``onnx``, or ``triton-onnx`` when served) × precision × batc
 the scenario's MLPerf metric (``results.scenario_metric``): samples/s
 (offline), scheduled QPS at the p99 latency bound (server), p90 latency
 (single-stream), p99 latency per query (multi-stream). LoadGen's verdict is
-``scenario_valid``. The newest results are kept at ingest in ``latest_results``
+``scenario_valid``. The newest results are kept in ``latest_results``
 (``SCENARIOS_SQL`` is the reference the tests compare with); the report
 summarises them in SQL (``agent.fleet.summary.scenario_summary``) and reads the
 rows themselves only for scenarios.csv (with results.csv) and a small fleet's

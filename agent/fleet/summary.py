@@ -30,7 +30,8 @@ from datetime import datetime
 from sqlalchemy import DateTime, MetaData, bindparam, text
 
 from agent.collector.tables import SUMMARY_GROUP, latest_results
-from agent.fleet.scenarios import METRIC, ORDER
+from agent.fleet.data import best_entry
+from agent.fleet.scenarios import METRIC, RANK
 
 SWEEP = "scenario = ''"
 SCENARIO = "scenario <> ''"  # as ix_latest_scenario's WHERE: SQLite uses a partial index only for it
@@ -179,23 +180,14 @@ def best_configs(conn, groups: Groups) -> list[dict]:  # noqa: ANN001
         for r in map(tuple, found):
             if (r[0], kind) not in picked or r[1:7] < picked[(r[0], kind)][1:7]:
                 picked[(r[0], kind)] = r
-    within = "" if budget is None else " within the p99 budget"
     out = []
     for model in sorted({g[0] for g in groups}):
         for kind in ("fastest", "cheapest"):
-            if (model, kind) not in picked:
-                out.append({"model": model, "criterion": kind, "node": None, "gpu": None, "backend": None,
-                            "precision": None, "batch_size": None, "concurrency": None,
-                            "throughput_ips": None, "p99_ms": None, "cost_per_million": None,
-                            "utilization_pct": None, "ips_per_watt": None,
-                            "note": f"no stable configuration{within}"
-                            + (" with a known $/hour" if kind == "cheapest" and model in top["fastest"] else "")})
-                continue
-            _m, gpu, node, backend, precision, bs, conc, ips, p99, cost, util, watts = picked[(model, kind)]
-            out.append({"model": model, "criterion": kind, "node": node, "gpu": gpu, "backend": backend,
-                        "precision": precision, "batch_size": bs, "concurrency": conc,
-                        "throughput_ips": ips, "p99_ms": p99, "cost_per_million": cost,
-                        "utilization_pct": util, "ips_per_watt": ips / watts if watts else None, "note": ""})
+            found = picked.get((model, kind))
+            if found is not None:  # (model, gpu, node, ...): BEST_FIELDS' order, watts made inferences/s/W
+                _m, gpu, node, backend, precision, bs, conc, ips, p99, cost, util, watts = found
+                found = (node, gpu, backend, precision, bs, conc, ips, p99, cost, util, ips / watts if watts else None)
+            out.append(best_entry(model, kind, found, budget, model in top["fastest"]))
     return out
 
 
@@ -229,7 +221,7 @@ SCENARIO_ROWS_SQL = """SELECT l.node_name, l.gpu, l.model, l.backend, l.precisio
 FROM {table} l JOIN results res ON res.id = l.result_id WHERE l.{scenario}{where}"""
 
 
-def scenario_rows(conn, table: str, invalid_only: bool = False) -> list[tuple]:
+def newest_scenarios(conn, table: str, invalid_only: bool = False) -> list[tuple]:
     """``scenarios.SCENARIOS_SQL``-shaped tuples of the newest scenario results."""
     sql = SCENARIO_ROWS_SQL.format(table=table, scenario=SCENARIO,
                                    where=" AND NOT l.scenario_valid" if invalid_only else "")
@@ -247,9 +239,8 @@ def scenario_summary(conn, table: str) -> tuple[list[dict], list[dict]]:
         f"MAX(CASE WHEN scenario_valid THEN scenario_metric END) FROM {table} WHERE {SCENARIO} GROUP BY {cols}"))}
     med = medians(conn, table, "scenario_metric", f"{SCENARIO} AND scenario_valid = :valid", SCENARIO_KEY,
                   {g: v[1] for g, v in groups.items()}, {"valid": True})
-    rank = {s: i for i, s in enumerate(ORDER)}
     summary, best = [], {}
-    for g in sorted(groups, key=lambda g: (g[0], rank.get(g[1], 9), *g[1:])):
+    for g in sorted(groups, key=lambda g: (g[0], RANK.get(g[1], 9), *g[1:])):
         model, scenario, gpu, backend, precision, bs = g
         n, valid, lo, hi = groups[g]
         _metric, unit, higher = METRIC.get(scenario, (scenario, "", True))
@@ -264,7 +255,7 @@ def scenario_summary(conn, table: str) -> tuple[list[dict], list[dict]]:
         WHERE {SCENARIO} AND scenario_valid = :valid AND model = :model AND scenario = :scenario
           AND scenario_metric = :value""")
     ranked = []
-    for model, scenario in sorted({(g[0], g[1]) for g in groups}, key=lambda x: (x[0], rank.get(x[1], 9), x[1])):
+    for model, scenario in sorted({(g[0], g[1]) for g in groups}, key=lambda x: (x[0], RANK.get(x[1], 9), x[1])):
         value = best.get((model, scenario))
         node = gpu = backend = bs = None
         if value is not None:
